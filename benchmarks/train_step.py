@@ -1,0 +1,100 @@
+"""Time one training step (forward + backward + SGD) of a CIFAR ResNet.
+
+    python benchmarks/train_step.py                      # ResNet-20, batch 128, float32
+    python benchmarks/train_step.py --model resnet56 --profile
+
+Prints the median images/s over ``--repeats`` steps after ``--warmup`` steps
+(the first step includes Numba's compilation).  With ``--profile`` it also
+prints where the time goes, per layer type and direction.  Run it with
+nothing else busy: the machine has two cores.
+"""
+
+import argparse
+import time
+from collections import defaultdict
+
+import numpy as np
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--profile", action="store_true", help="time each layer's forward and backward")
+    args = parser.parse_args()
+
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    from tqref.functional import softmax_cross_entropy
+    from tqref.models import get_model
+    from tqref.optim import SGD
+
+    numba.set_num_threads(args.threads)
+    with threadpool_limits(limits=args.threads):
+        model = get_model(args.model, seed=0)
+        opt = SGD(model.parameters_and_gradients(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=3e-4)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((args.batch_size, 3, 32, 32)).astype(np.float32)
+        y = rng.integers(0, 10, args.batch_size)
+
+        def step():
+            loss, dlogits = softmax_cross_entropy(model.forward(x), y)
+            model.backward(dlogits)
+            opt.step()
+
+        t0 = time.perf_counter()
+        step()
+        first = time.perf_counter() - t0
+        for _ in range(args.warmup - 1):
+            step()
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        med = float(np.median(times))
+        print(f"{args.model} training step, batch {args.batch_size}, float32, {args.threads} threads: "
+              f"median {med * 1e3:.0f} ms = {args.batch_size / med:.0f} images/s "
+              f"(first step {first:.1f} s incl. JIT)")
+        if args.profile:
+            profile(model, x, y, opt)
+
+
+def profile(model, x, y, opt):
+    """Wrap every leaf layer's forward/backward with a timer for one step."""
+    from tqref.functional import softmax_cross_entropy
+
+    totals = defaultdict(float)
+    leaves = [m for _, m in model.named_modules() if not m.children()]
+    for layer in leaves:
+        for direction in ("forward", "backward"):
+            original = getattr(layer, direction)
+
+            def timed(arg, _orig=original, _key=(type(layer).__name__, direction)):
+                t0 = time.perf_counter()
+                out = _orig(arg)
+                totals[_key] += time.perf_counter() - t0
+                return out
+            setattr(layer, direction, timed)
+    t0 = time.perf_counter()
+    loss, dlogits = softmax_cross_entropy(model.forward(x), y)
+    model.backward(dlogits)
+    t1 = time.perf_counter()
+    opt.step()
+    t2 = time.perf_counter()
+    totals[("SGD", "step")] = t2 - t1
+    step = t2 - t0
+    print(f"profile of one step ({step * 1e3:.0f} ms):")
+    for (kind, direction), t in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:16s} {direction:8s} {t * 1e3:8.1f} ms  {100 * t / step:5.1f} %")
+    for layer in leaves:  # restore the class methods
+        layer.__dict__.pop("forward", None)
+        layer.__dict__.pop("backward", None)
+
+
+if __name__ == "__main__":
+    main()

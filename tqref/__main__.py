@@ -1,0 +1,5 @@
+import sys
+
+from tqref.cli import main
+
+sys.exit(main())

@@ -1,0 +1,290 @@
+"""CIFAR-10: find, verify, download, load (safely), normalise, augment, batch.
+
+Where the data comes from, in this order (each names the folder that
+*contains* ``cifar-10-batches-py/``, as torchvision's ``root`` does):
+
+    1. the ``data_dir`` argument (``--data-dir`` on the command line)
+    2. the environment variable ``TQREF_DATA``
+    3. tqref's cache directory (``$XDG_CACHE_HOME/tqref`` or ``~/.cache/tqref``),
+       where ``download_cifar10`` puts the official archive when online
+
+Images stay uint8 (N, 3, 32, 32) in memory (150 MB for the training set
+instead of 600 MB as float32); a batch is normalised with the paper's mean
+and std only when it is used.
+
+The batch files are pickles from the internet.  A pickle can run arbitrary
+code when loaded, so they are read with ``_RestrictedUnpickler``, which
+admits only what the CIFAR format needs: dicts, lists, bytes, str, int and
+NumPy's array reconstruction.
+"""
+
+import codecs
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILE = "test_batch"
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+ARCHIVE_NAME = "cifar-10-python.tar.gz"
+ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+ARCHIVE_BYTES = 170_498_071
+OFFICIAL_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+
+# The paper's normalisation (method.md): per-channel mean and std of CIFAR-10.
+MEAN = np.array([125.3, 123.0, 113.9]) / 255.0
+STD = np.array([63.0, 62.1, 66.7]) / 255.0
+
+
+class DataError(ValueError):
+    """Missing, truncated, corrupt or malformed data, with a message that
+    says what was expected and what to do."""
+
+
+# ---------------------------------------------------------------- locating
+def default_cache_dir():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tqref"
+
+
+def candidate_roots(data_dir=None):
+    """The folders searched, in order, as (label, Path) pairs."""
+    roots = []
+    if data_dir is not None:
+        roots.append(("--data-dir", Path(data_dir)))
+    if os.environ.get("TQREF_DATA"):
+        roots.append(("TQREF_DATA", Path(os.environ["TQREF_DATA"])))
+    roots.append(("cache", default_cache_dir()))
+    return roots
+
+
+def find_cifar10(data_dir=None, download=False):
+    """Return the root folder holding ``cifar-10-batches-py/``.
+
+    The first candidate that holds the folder wins.  An explicit
+    ``data_dir`` that lacks it is an error even if a later candidate has it,
+    so a typo is never silently replaced by other data.  With
+    ``download=True`` the official archive is fetched into the cache when
+    nothing is found.
+    """
+    roots = candidate_roots(data_dir)
+    for label, root in roots:
+        if (root / FOLDER).is_dir():
+            return root
+        if label == "--data-dir":
+            raise DataError(_missing_message([(label, root)]))
+    if download:
+        try:
+            return download_cifar10(default_cache_dir())
+        except OSError as err:  # offline, DNS failure, refused connection, disk full
+            raise DataError(f"{_missing_message(roots)} (The download failed: {err}.)") from None
+    raise DataError(_missing_message(roots))
+
+
+def _missing_message(roots):
+    looked = "; ".join(f"{label}: {root / FOLDER}" for label, root in roots)
+    return (
+        f"CIFAR-10 not found. Looked for the folder '{FOLDER}' in: {looked}. "
+        f"Pass --data-dir DIR (the folder that contains '{FOLDER}'), set TQREF_DATA=DIR, "
+        f"or run 'python -m tqref download' to fetch {ARCHIVE_NAME} ({ARCHIVE_BYTES / 1e6:.0f} MB) "
+        f"from {URL} into {default_cache_dir()}."
+    )
+
+
+# ---------------------------------------------------------------- checksums
+def md5_of(path, chunk=1 << 20):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_folder(root):
+    """Compare each batch file's MD5 with the official one.
+
+    Returns the list of files whose MD5 differs.  A differing checksum is
+    *not* an error: rebuilt copies (like the one tqref's CI uses) are
+    legitimate; the loader's format checks catch corrupt files."""
+    folder = Path(root) / FOLDER
+    return [name for name, md5 in OFFICIAL_MD5.items()
+            if (folder / name).is_file() and md5_of(folder / name) != md5]
+
+
+# ---------------------------------------------------------------- download
+def download_cifar10(root, url=URL, md5=ARCHIVE_MD5, progress=True):
+    """Download the official archive into ``root``, check its MD5, extract it.
+
+    Atomic: the archive goes to a temporary file that is renamed only after
+    its checksum matches, and the folder is extracted into a temporary
+    directory that is renamed into place, so an interrupted download leaves
+    nothing half-written.  ``url`` may be a ``file://`` URL (the tests use
+    one; they never touch the network).  Returns ``root``.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / ARCHIVE_NAME
+    if not (archive.is_file() and md5_of(archive) == md5):
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".download-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+                total = int(response.headers.get("Content-Length") or 0)
+                bar = _progress_bar(total, f"downloading {ARCHIVE_NAME}") if progress else None
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    if bar is not None:
+                        bar.update(len(block))
+                if bar is not None:
+                    bar.close()
+            found = md5_of(tmp)
+            if found != md5:
+                raise DataError(f"download_cifar10: {url}: MD5 {found} does not match the expected {md5}; "
+                                f"the download is corrupt or not the CIFAR-10 archive")
+            os.replace(tmp, archive)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    extract_archive(archive, root)
+    return root
+
+
+def _progress_bar(total, desc):
+    from tqdm import tqdm
+    return tqdm(total=total or None, unit="B", unit_scale=True, desc=desc, file=sys.stderr)
+
+
+def extract_archive(archive, root):
+    """Extract ``cifar-10-batches-py/`` from the archive into ``root`` atomically."""
+    root = Path(root)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=".extract-"))
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = [m for m in tar.getmembers()
+                       if m.isfile() and Path(m.name).parts[:1] == (FOLDER,) and ".." not in Path(m.name).parts]
+            if not members:
+                raise DataError(f"extract_archive: {archive}: holds no '{FOLDER}/' files")
+            tar.extractall(staging, members=members, filter="data")
+        target = root / FOLDER
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging / FOLDER, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- loading
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that refuses every global except NumPy's array rebuild.
+
+    Plain containers (dict, list, bytes, str, int) need no global at all;
+    an ndarray is rebuilt from ``numpy.core.multiarray._reconstruct``,
+    ``numpy.ndarray`` and ``numpy.dtype``.  Anything else, such as
+    ``os.system`` in a tampered file, raises ``pickle.UnpicklingError``
+    before it can be called."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(1))[0],
+        ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(1))[0],
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        # Python 3 writes bytes as _codecs.encode(str, "latin1") under pickle
+        # protocol 2, so a copy re-pickled in Python 3 needs it; it only encodes text.
+        ("_codecs", "encode"): codecs.encode,
+    }
+
+    def find_class(self, module, name):
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refusing to load global '{module}.{name}': a CIFAR-10 batch holds only "
+                f"dicts, lists, bytes, ints and NumPy arrays") from None
+
+
+def safe_unpickle(data):
+    """Unpickle ``data`` (bytes) with the restricted unpickler, bytes keys
+    kept as bytes (``encoding="bytes"``, the CIFAR convention)."""
+    return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+
+
+def load_batch(path):
+    """Read one batch file -> (images uint8 (N, 3, 32, 32), labels int64 (N,)).
+
+    Each row of ``b'data'`` holds the red, green and blue 32×32 planes of one
+    image, row-major, so a reshape to (N, 3, 32, 32) is exact (no copy)."""
+    path = Path(path)
+    try:
+        raw = safe_unpickle(path.read_bytes())
+    except FileNotFoundError:
+        raise DataError(f"load_batch: {path}: file not found") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, UnicodeDecodeError) as err:
+        raise DataError(f"load_batch: {path}: not a readable CIFAR-10 batch (truncated or corrupt?): {err}") from None
+    if not isinstance(raw, dict) or b"data" not in raw or b"labels" not in raw:
+        found = sorted(raw)[:5] if isinstance(raw, dict) else type(raw).__name__
+        raise DataError(f"load_batch: {path}: expected a dict with keys b'data' and b'labels', found {found}")
+    data, labels = raw[b"data"], raw[b"labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", None)
+        dtype = getattr(data, "dtype", type(data).__name__)
+        raise DataError(f"load_batch: {path}: b'data': expected uint8 array of shape (N, 3072), "
+                        f"found {dtype} of shape {shape}")
+    labels = np.asarray(labels)
+    if labels.shape != (data.shape[0],) or labels.dtype.kind not in "iu" or \
+            (labels.size and (labels.min() < 0 or labels.max() > 9)):
+        raise DataError(f"load_batch: {path}: b'labels': expected {data.shape[0]} integers in 0..9, "
+                        f"found shape {labels.shape}, dtype {labels.dtype}")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def load_cifar10(data_dir=None, download=False, verbose=True):
+    """Load the whole data set.
+
+    Returns a dict with ``train_images`` (50000, 3, 32, 32) uint8,
+    ``train_labels`` (50000,) int64, ``test_images``, ``test_labels``
+    (10000 each) and ``root`` (the folder used)."""
+    root = find_cifar10(data_dir, download=download)
+    folder = root / FOLDER
+    differing = verify_folder(root)
+    if differing and verbose:
+        print(f"note: {len(differing)} CIFAR-10 file(s) in {folder} differ from the official MD5s "
+              f"(a rebuilt copy?); loading them anyway", file=sys.stderr)
+    parts = [load_batch(folder / name) for name in TRAIN_FILES]
+    test_images, test_labels = load_batch(folder / TEST_FILE)
+    return {
+        "train_images": np.concatenate([p[0] for p in parts]),
+        "train_labels": np.concatenate([p[1] for p in parts]),
+        "test_images": test_images,
+        "test_labels": test_labels,
+        "root": root,
+    }
+
+
+# ---------------------------------------------------------------- transforms
+def normalize(images, dtype=np.float32):
+    """uint8 (N, 3, H, W) -> float (N, 3, H, W): (x/255 − mean) / std per channel."""
+    scale = (1.0 / (255.0 * STD)).astype(dtype)
+    shift = (MEAN / STD).astype(dtype)
+    out = images.astype(dtype)
+    out *= scale[None, :, None, None]
+    out -= shift[None, :, None, None]
+    return out

@@ -1,0 +1,45 @@
+"""ReLU: y = max(x, 0).
+
+Backward: ∂L/∂x = ∂L/∂y · 1[x > 0]  (we take the subgradient 0 at x = 0).
+
+Each operation in ``tqref.functional`` comes as a forward/backward pair:
+
+    out, cache = op_forward(...)      # cache: what the backward needs
+    grads      = op_backward(dout, cache)
+
+and in two versions with the same signature: ``*_naive`` (plain loops, read it
+first) and the fast one (vectorised or Numba).  Tests hold them equal.
+"""
+
+import numpy as np
+
+
+def relu_forward_naive(x):
+    """x: any shape -> out: same shape.  One element at a time."""
+    out = np.empty_like(x)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for i in range(flat_x.size):
+        flat_out[i] = flat_x[i] if flat_x[i] > 0 else 0
+    return out, x
+
+
+def relu_backward_naive(dout, cache):
+    """dout: like out -> dx: like x."""
+    x = cache
+    dx = np.empty_like(dout)
+    flat_x, flat_d, flat_dx = x.reshape(-1), dout.reshape(-1), dx.reshape(-1)
+    for i in range(flat_x.size):
+        flat_dx[i] = flat_d[i] if flat_x[i] > 0 else 0
+    return dx
+
+
+def relu_forward(x):
+    """x: any shape -> out: same shape.  Vectorised."""
+    return np.maximum(x, 0), x
+
+
+def relu_backward(dout, cache):
+    """dout: like out -> dx: like x.  The mask is recomputed from x instead
+    of being stored, which saves a boolean array per layer."""
+    x = cache
+    return np.where(x > 0, dout, 0).astype(dout.dtype, copy=False)

@@ -1,0 +1,216 @@
+"""2-D convolution (cross-correlation, as in every deep-learning library), NCHW.
+
+    x: (N, C, H, W)   w: (F, C, HH, WW)   b: (F,) or None
+    out: (N, F, H_out, W_out),  H_out = (H + 2·pad − HH) // s + 1  (floor, as PyTorch)
+
+Forward, with x_pad = x zero-padded by ``pad`` on each spatial side:
+
+    out[n, f, i, j] = b[f] + Σ_c Σ_p Σ_q x_pad[n, c, i·s + p, j·s + q] · w[f, c, p, q]
+
+Backward, given dout = ∂L/∂out (each input pixel receives from every output
+pixel whose window covers it, hence the ``+=``):
+
+    dx_pad[n, c, i·s + p, j·s + q] += Σ_f dout[n, f, i, j] · w[f, c, p, q]
+    dx = dx_pad without its padding border
+    dw[f, c, p, q] = Σ_n Σ_i Σ_j dout[n, f, i, j] · x_pad[n, c, i·s + p, j·s + q]
+    db[f]          = Σ_n Σ_i Σ_j dout[n, f, i, j]
+
+Two versions with the same signature:
+
+* ``conv2d_forward_naive`` / ``conv2d_backward_naive``: Python loops over
+  (n, f, i, j), one window at a time; the formula above, line for line.
+* ``conv2d_forward`` / ``conv2d_backward``: im2col + matrix products (BLAS).
+  With cols = im2col(x): (N, K, L), K = C·HH·WW, L = H_out·W_out, and
+  w2 = w.reshape(F, K):
+
+      out[n]   = w2 @ cols[n]                 (F, K)·(K, L) -> (F, L)
+      dw       = Σ_n dout[n] @ cols[n]ᵀ       (F, L)·(L, K) -> (F, K)
+      dcols[n] = w2ᵀ @ dout[n]                (K, F)·(F, L) -> (K, L)
+      dx       = col2im(dcols)
+
+Only cheap shape/dtype checks are made here; scanning for NaN/inf is left
+to the layers (``tqref.nn``), which do it once per input.
+"""
+
+import numpy as np
+
+from tqref.kernels.im2col import col2im, im2col
+from tqref.validation import FLOAT_DTYPES, check_nonnegative_int, check_positive_int
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """Output length along one axis: (size + 2·padding − kernel) // stride + 1.
+
+    Floor division, as PyTorch: input pixels that do not fill a last window
+    are ignored.  The result is < 1 when the kernel does not fit the padded
+    input; callers check that.
+    """
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _check_inputs(x, w, b, stride, padding, who="conv2d"):
+    """Validate the arguments of a forward call; return (stride, padding, H_out, W_out)."""
+    for name, a in (("x", x), ("w", w)):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{who}: {name}: expected a numpy.ndarray, got {type(a).__name__}")
+        if a.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{who}: {name}: expected dtype float32 or float64, got {a.dtype}")
+    if x.ndim != 4:
+        raise ValueError(
+            f"{who}: x: expected a 4-D array (N, C, H, W), got {x.ndim}-D array of shape {x.shape}"
+        )
+    if w.ndim != 4:
+        raise ValueError(
+            f"{who}: w: expected a 4-D array (F, C, HH, WW), got {w.ndim}-D array of shape {w.shape}"
+        )
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"{who}: x has {x.shape[1]} channels (shape {x.shape}) but w expects "
+            f"{w.shape[1]} (shape {w.shape}); x.shape[1] must equal w.shape[1]"
+        )
+    if x.dtype != w.dtype:
+        raise TypeError(
+            f"{who}: x and w must have the same dtype, got x {x.dtype} and w {w.dtype}"
+        )
+    if b is not None:
+        if not isinstance(b, np.ndarray):
+            raise TypeError(f"{who}: b: expected a numpy.ndarray or None, got {type(b).__name__}")
+        if b.shape != (w.shape[0],):
+            raise ValueError(
+                f"{who}: b: expected shape ({w.shape[0]},) (one per filter of w {w.shape}), got {b.shape}"
+            )
+        if b.dtype != x.dtype:
+            raise TypeError(f"{who}: b: expected dtype {x.dtype} (the dtype of x), got {b.dtype}")
+    stride = check_positive_int(stride, f"{who}: stride")
+    padding = check_nonnegative_int(padding, f"{who}: padding")
+    H, W = x.shape[2:]
+    HH, WW = w.shape[2:]
+    H_out = conv_output_size(H, HH, stride, padding)
+    W_out = conv_output_size(W, WW, stride, padding)
+    if H_out < 1 or W_out < 1:
+        raise ValueError(
+            f"{who}: kernel ({HH}, {WW}) of w {w.shape} is larger than the padded input "
+            f"({H + 2 * padding}, {W + 2 * padding}) (x {x.shape}, padding {padding}); "
+            f"output would be ({H_out}, {W_out})"
+        )
+    return stride, padding, H_out, W_out
+
+
+def _check_dout(dout, out_shape, dtype, who):
+    if not isinstance(dout, np.ndarray):
+        raise TypeError(f"{who}: dout: expected a numpy.ndarray, got {type(dout).__name__}")
+    if dout.shape != out_shape:
+        raise ValueError(f"{who}: dout: expected shape {out_shape} (the forward output), got {dout.shape}")
+    if dout.dtype != dtype:
+        raise TypeError(f"{who}: dout: expected dtype {dtype} (the forward's dtype), got {dout.dtype}")
+
+
+# ----------------------------------------------------------------------------
+# Naive: one window at a time
+# ----------------------------------------------------------------------------
+
+def conv2d_forward_naive(x, w, b=None, stride=1, padding=0):
+    """x: (N, C, H, W), w: (F, C, HH, WW), b: (F,) or None -> out: (N, F, H_out, W_out).
+
+        out[n, f, i, j] = b[f] + Σ_c Σ_p Σ_q x_pad[n, c, i·s + p, j·s + q] · w[f, c, p, q]
+
+    cache = (x, w, b, stride, padding)
+    """
+    stride, padding, H_out, W_out = _check_inputs(x, w, b, stride, padding)
+    N = x.shape[0]
+    F, _, HH, WW = w.shape
+    s = stride
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    out = np.empty((N, F, H_out, W_out), dtype=x.dtype)
+    for n in range(N):
+        for f in range(F):
+            for i in range(H_out):
+                for j in range(W_out):
+                    window = x_pad[n, :, i * s : i * s + HH, j * s : j * s + WW]  # (C, HH, WW)
+                    out[n, f, i, j] = np.sum(window * w[f]) + (b[f] if b is not None else 0)
+    return out, (x, w, b, stride, padding)
+
+
+def conv2d_backward_naive(dout, cache):
+    """dout: (N, F, H_out, W_out) -> dx: (N, C, H, W), dw: (F, C, HH, WW), db: (F,) or None.
+
+        dx_pad[n, c, i·s + p, j·s + q] += dout[n, f, i, j] · w[f, c, p, q]
+        dw[f, c, p, q]                 += dout[n, f, i, j] · x_pad[n, c, i·s + p, j·s + q]
+        db[f]                          += dout[n, f, i, j]
+
+    for every (n, f, i, j): each output pixel hands its gradient back to the
+    window it was computed from.
+    """
+    x, w, b, s, padding = cache
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    H_out = conv_output_size(H, HH, s, padding)
+    W_out = conv_output_size(W, WW, s, padding)
+    _check_dout(dout, (N, F, H_out, W_out), x.dtype, "conv2d_backward_naive")
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    dx_pad = np.zeros_like(x_pad)
+    dw = np.zeros_like(w)
+    db = np.zeros(F, dtype=x.dtype) if b is not None else None
+    for n in range(N):
+        for f in range(F):
+            for i in range(H_out):
+                for j in range(W_out):
+                    g = dout[n, f, i, j]
+                    dx_pad[n, :, i * s : i * s + HH, j * s : j * s + WW] += g * w[f]
+                    dw[f] += g * x_pad[n, :, i * s : i * s + HH, j * s : j * s + WW]
+                    if db is not None:
+                        db[f] += g
+    dx = dx_pad[:, :, padding : padding + H, padding : padding + W].copy()
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------
+# Fast: im2col + BLAS
+# ----------------------------------------------------------------------------
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0):
+    """x: (N, C, H, W), w: (F, C, HH, WW), b: (F,) or None -> out: (N, F, H_out, W_out).
+
+        out[n] = w.reshape(F, K) @ im2col(x)[n]  (+ b[:, None])
+
+    cache = (x, w, b is not None, stride, padding).  The column matrix is
+    *not* cached: it is C·HH·WW/s² times larger than x (9× for a 3×3
+    kernel; ~75 MB per layer for a batch of 128 CIFAR images), while
+    recomputing it in the backward costs one cheap gather (a few ms).
+    """
+    stride, padding, H_out, W_out = _check_inputs(x, w, b, stride, padding)
+    N = x.shape[0]
+    F, _, HH, WW = w.shape
+    cols = im2col(x, HH, WW, stride, padding)  # (N, K, L)
+    # One BLAS GEMM per image, broadcast over n; the (F, L) result of each is
+    # already out[n] in NCHW order, so reshaping is free.
+    out = np.matmul(w.reshape(F, -1), cols)  # (N, F, L)
+    if b is not None:
+        out += b[:, None]
+    return out.reshape(N, F, H_out, W_out), (x, w, b is not None, stride, padding)
+
+
+def conv2d_backward(dout, cache):
+    """dout: (N, F, H_out, W_out) -> dx: (N, C, H, W), dw: (F, C, HH, WW), db: (F,) or None.
+
+        dw       = Σ_n dout[n] @ cols[n]ᵀ
+        dcols[n] = w2ᵀ @ dout[n];   dx = col2im(dcols)
+        db       = Σ_{n,i,j} dout
+    """
+    x, w, has_bias, stride, padding = cache
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    H_out = conv_output_size(H, HH, stride, padding)
+    W_out = conv_output_size(W, WW, stride, padding)
+    _check_dout(dout, (N, F, H_out, W_out), x.dtype, "conv2d_backward")
+    dout3 = np.ascontiguousarray(dout).reshape(N, F, H_out * W_out)  # (N, F, L)
+    cols = im2col(x, HH, WW, stride, padding)  # (N, K, L), recomputed: see conv2d_forward
+    # Batched GEMMs then a sum over n: measured faster than one big
+    # (F, N·L)·(N·L, K) GEMM, whose operands would first need transposed
+    # copies of dout and of the large cols.  cols.transpose is a strided
+    # view that BLAS consumes directly as a transposed operand.
+    dw = np.matmul(dout3, cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+    dcols = np.matmul(w.reshape(F, -1).T, dout3)  # (N, K, L)
+    dx = col2im(dcols, x.shape, HH, WW, stride, padding)
+    db = dout3.sum(axis=(0, 2)) if has_bias else None
+    return dx, dw, db

@@ -1,0 +1,20 @@
+"""Layers with parameters (built on ``tqref.functional``)."""
+
+from tqref.nn.module import Module
+from tqref.nn.layers import (
+    BatchNorm2d,
+    Conv2d,
+    GlobalAvgPool2d,
+    Linear,
+    MaxPool2x2,
+    OptionAShortcut,
+    ReLU,
+    Sequential,
+    WeightedLayer,
+)
+from tqref.nn.blocks import BasicBlock
+
+__all__ = [
+    "Module", "Conv2d", "Linear", "BatchNorm2d", "ReLU", "MaxPool2x2", "GlobalAvgPool2d",
+    "OptionAShortcut", "Sequential", "BasicBlock", "WeightedLayer",
+]

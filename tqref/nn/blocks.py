@@ -1,0 +1,44 @@
+"""The residual basic block of the CIFAR ResNets (He et al. 2016):
+
+    out = ReLU( BN2(conv2( ReLU(BN1(conv1(x))) )) + shortcut(x) )
+
+conv1 is 3×3 with the block's stride, conv2 3×3 stride 1, both without bias
+(BN's β plays that role).  The shortcut is the identity, or "option A"
+(every second pixel, zero-padded channels) when the block changes shape.
+"""
+
+import numpy as np
+
+from tqref import functional as F
+from tqref.nn.layers import BatchNorm2d, Conv2d, OptionAShortcut, ReLU
+from tqref.nn.module import Module
+
+
+class BasicBlock(Module):
+    """x: (N, in_planes, H, W) -> (N, planes, H/stride, W/stride)."""
+
+    def __init__(self, in_planes, planes, stride=1, dtype=np.float32, rng=None):
+        super().__init__()
+        self.conv1 = Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False, dtype=dtype, rng=rng)
+        self.bn1 = BatchNorm2d(planes, dtype=dtype)
+        self.relu1 = ReLU()
+        self.conv2 = Conv2d(planes, planes, 3, stride=1, padding=1, bias=False, dtype=dtype, rng=rng)
+        self.bn2 = BatchNorm2d(planes, dtype=dtype)
+        self.relu2 = ReLU()
+        self.shortcut = OptionAShortcut(in_planes, planes) if (stride != 1 or in_planes != planes) else None
+
+    def forward(self, x):
+        out = self.relu1.forward(self.bn1.forward(self.conv1.forward(x)))
+        out = self.bn2.forward(self.conv2.forward(out))
+        skip = x if self.shortcut is None else self.shortcut.forward(x)
+        out, self._add_cache = F.add_forward(out, skip)
+        return self.relu2.forward(out)
+
+    def backward(self, dout):
+        # the derivative of the forward, read from the bottom up
+        dsum = self.relu2.backward(dout)
+        dmain, dskip = F.add_backward(dsum, self._add_cache)
+        dx_skip = dskip if self.shortcut is None else self.shortcut.backward(dskip)
+        dmain = self.conv2.backward(self.bn2.backward(dmain))
+        dx_main = self.conv1.backward(self.bn1.backward(self.relu1.backward(dmain)))
+        return dx_main + dx_skip
