@@ -233,6 +233,11 @@ class Sequential(Module):
                 raise TypeError(f"Sequential: layer {i}: expected a tqref Module, got {type(layer).__name__}")
             self.register_child(str(i), layer)
 
+    def replace_child(self, key, module):
+        old = super().replace_child(key, module)
+        self.layers[int(key)] = module
+        return old
+
     def __len__(self):
         return len(self.layers)
 

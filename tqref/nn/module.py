@@ -60,6 +60,18 @@ class Module:
         self._children[key] = module
         module._set_path(f"{self.path}.{key}" if self.path else key)
 
+    def replace_child(self, key, module):
+        """Put ``module`` where the child ``key`` was (used to convert layers
+        in place, e.g. Conv2d -> TernaryConv2d).  Returns the old child."""
+        if key not in self._children:
+            raise KeyError(f"{self.describe()}: no child named {key!r}")
+        old = self._children[key]
+        if getattr(self, key, None) is old:
+            setattr(self, key, module)
+        else:
+            self.register_child(key, module)
+        return old
+
     def children(self):
         """Direct children, in registration order: dict name -> Module."""
         return dict(self._children)
