@@ -27,3 +27,4 @@ from tqref.ternary.convert import (
     ternarize_model,
     to_full_precision,
 )
+from tqref.ternary import variants  # noqa: E402,F401  registers "ttq" and "binary" in VARIANTS; keep last

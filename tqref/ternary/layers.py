@@ -104,4 +104,8 @@ def to_float(layer):
     new = _adopt(plain.__new__(plain), layer)
     for key in ("t_ex", "delta_factors", "threshold_rule", "per_channel", "clip"):
         new.__dict__.pop(key, None)
+    # parameters a variant adds (TTQ's scale_pos, scale_neg) belong to the quantized layer only
+    kept = [key for key in ("weight", "bias") if key in layer.params]
+    new.params = {key: layer.params[key] for key in kept}
+    new.grads = {key: layer.grads[key] for key in kept}
     return new
