@@ -1,0 +1,129 @@
+"""Solutions to the notebooks' exercises, checked (not printed in the notebooks)."""
+
+import numpy as np
+import pytest
+
+from tqref import nn
+from tqref.functional import (add_forward, batchnorm_backward, batchnorm_forward, conv2d_backward,
+                              conv2d_forward, conv_output_size)
+from tqref.kernels.im2col import col2im, im2col
+from tqref.ternary import (TernaryConv2d, delta_factors_for, effective_weight, straight_through_gradient,
+                           ternarize, ternarize_expansions)
+
+rng = np.random.default_rng(7)
+
+
+# ------------------------------------------------ 01 convolution
+def test_nb01_ex1_col2im_is_the_adjoint_of_im2col():
+    x = rng.standard_normal((2, 3, 7, 6))
+    cols = im2col(x, 3, 3, 2, 1)
+    c = rng.standard_normal(cols.shape)
+    assert np.isclose(np.sum(cols * c), np.sum(x * col2im(c, x.shape, 3, 3, 2, 1)))
+
+
+def test_nb01_ex2_output_size_and_pixels_without_gradient():
+    assert conv_output_size(8, 3, 2, 1) == 4
+    assert conv_output_size(8, 3, 2, 0) == 3       # windows start at 0, 2, 4: rows 0..6
+    x = rng.standard_normal((1, 1, 8, 8))
+    out, cache = conv2d_forward(x, rng.standard_normal((1, 1, 3, 3)), None, 2, 0)
+    dx, _, _ = conv2d_backward(np.ones_like(out), cache)
+    assert not dx[0, 0, 7, :].any() and not dx[0, 0, :, 7].any()  # the last row and column
+    assert dx[0, 0, :7, :7].all()
+
+
+def test_nb01_ex3_dw_as_a_matrix_product():
+    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    out, cache = conv2d_forward(x, w, None, 1, 1)
+    dout = rng.standard_normal(out.shape)
+    cols = im2col(x, 3, 3, 1, 1)                      # (N, K, L)
+    dw = sum(dout[n].reshape(4, -1) @ cols[n].T for n in range(2)).reshape(w.shape)
+    np.testing.assert_allclose(dw, conv2d_backward(dout, cache)[1], rtol=1e-10)
+
+
+# ------------------------------------------------ 02 batch norm
+def test_nb02_ex1_bn_input_gradient_is_orthogonal_to_one_and_xhat():
+    x = rng.standard_normal((4, 2, 3, 3))
+    # exact for ε = 0 (Σ x̂² = m only then); a tiny ε keeps it within rounding
+    out, cache = batchnorm_forward(x, np.array([1.5, -0.7]), np.zeros(2), np.zeros(2), np.ones(2), True, eps=1e-14)
+    dx, _, _ = batchnorm_backward(rng.standard_normal(out.shape), cache)
+    xhat = cache["xhat"]
+    np.testing.assert_allclose(dx.sum(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose((dx * xhat).sum(axis=(0, 2, 3)), 0, atol=1e-10)
+
+
+def test_nb02_ex2_train_and_eval_differ_by_the_bessel_factor():
+    x = rng.standard_normal((4, 1, 3, 3)) * 3 + 1
+    m = x.size
+    gamma, beta = np.ones(1), np.zeros(1)
+    train, _ = batchnorm_forward(x, gamma, beta, np.zeros(1), np.ones(1), True, eps=1e-12)
+    running_var = np.array([x.var(ddof=1)])
+    evaluated, _ = batchnorm_forward(x, gamma, beta, np.array([x.mean()]), running_var, False, eps=1e-12)
+    np.testing.assert_allclose(evaluated / train, np.sqrt((m - 1) / m), rtol=1e-9)
+
+
+def test_nb02_ex3_identity_shortcut_without_subsampling_fails_the_add():
+    main_path, skip = np.zeros((2, 32, 16, 16)), np.zeros((2, 32, 32, 32))
+    with pytest.raises(ValueError, match="shape"):
+        add_forward(main_path, skip)
+
+
+# ------------------------------------------------ 04 straight-through estimator
+def test_nb04_ex1_without_the_clip_the_large_weights_get_gradient():
+    latent = np.array([1.2, -0.3, -1.7])
+    g = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(straight_through_gradient(g, latent), [0, 2, 0])
+    np.testing.assert_array_equal(straight_through_gradient(g, latent, clip=np.inf), g)
+
+
+def test_nb04_ex2_expansions_multiply_the_straight_through_gradient():
+    conv = nn.Conv2d(2, 3, 3, padding=1, bias=False, rng=0).astype(np.float64)
+    layer = TernaryConv2d.from_float(conv, t_ex=2)
+    x = rng.standard_normal((2, 2, 5, 5))
+    out = layer.forward(x)
+    dout = rng.standard_normal(out.shape)
+    layer.backward(dout)
+    _, dw_eff, _ = conv2d_backward(dout, conv2d_forward(x, layer.effective_weight(), None, 1, 1)[1])
+    np.testing.assert_allclose(layer.grads["weight"], 2 * dw_eff * (np.abs(layer.params["weight"]) < 1))
+
+
+def test_nb04_ex3_code_flips_after_two_steps():
+    w, delta, lr, grad = 0.02, 0.075, 0.1, -0.5
+    steps = 0
+    while ternarize(np.array([w, 1.5]), delta / 1.5).codes[0] == 0:  # Δ = (δ)·max|W| = 0.075
+        w -= lr * grad
+        steps += 1
+    assert steps == 2 and np.isclose(w, 0.12)
+
+
+# ------------------------------------------------ 05 residual expansion
+def test_nb05_ex1_thresholds_must_increase():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        delta_factors_for(2, (0.10, 0.05))
+
+
+def test_nb05_ex2_five_values_of_w_eff():
+    w = rng.standard_normal((16, 16, 3, 3))
+    e1, e2 = ternarize_expansions(w, (0.05, 0.10))
+    w_eff = effective_weight([e1, e2], np.float64)
+    a = np.abs(w)
+    np.testing.assert_allclose(w_eff[a < e1.threshold], 0)
+    mid = (a >= e1.threshold) & (a < e2.threshold)
+    np.testing.assert_allclose(np.abs(w_eff[mid]), e1.alpha)
+    np.testing.assert_allclose(np.abs(w_eff[a >= e2.threshold]), e1.alpha + e2.alpha)
+    np.testing.assert_array_equal(np.sign(w_eff[a >= e1.threshold]), np.sign(w[a >= e1.threshold]))
+
+
+def test_nb05_ex3_expansion_versus_best_single_threshold():
+    w = np.random.default_rng(0).standard_normal((64, 64, 3, 3)) * np.sqrt(2 / (9 * 64))
+
+    def rescaled_error(w_eff):
+        c = np.sum(w * w_eff) / np.sum(w_eff * w_eff)
+        return np.linalg.norm(w - c * w_eff) / np.linalg.norm(w)
+
+    best_single = min(rescaled_error(ternarize(w, d).weight(np.float64)) for d in np.linspace(0.01, 0.6, 120))
+    t_ex2 = rescaled_error(effective_weight(ternarize_expansions(w, (0.05, 0.10)), np.float64))
+    t_ex4 = rescaled_error(effective_weight(ternarize_expansions(w, (0.05, 0.10, 0.15, 0.20)), np.float64))
+    # The answer: with the paper's δ list, t_ex = 2 barely beats one well-chosen
+    # threshold (≈ 0.43 vs ≈ 0.44); t_ex = 4 clearly does.
+    assert t_ex2 < best_single < t_ex2 + 0.03
+    assert t_ex4 < best_single - 0.1
