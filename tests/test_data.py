@@ -142,3 +142,29 @@ def test_shared_cifar10_copy_loads():
     assert loaded["test_images"].shape == (10000, 3, 32, 32)
     assert np.bincount(loaded["train_labels"]).tolist() == [5000] * 10
     assert np.bincount(loaded["test_labels"]).tolist() == [1000] * 10
+
+
+def test_load_cifar10_names_a_truncated_batch_file(tmp_path):
+    root = data.write_synthetic_cifar10(tmp_path / "d", images_per_batch=8)
+    path = root / data.FOLDER / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(DataError, match=r"data_batch_3: not a readable CIFAR-10 batch \(truncated or corrupt"):
+        data.load_cifar10(root, verbose=False)
+
+
+def test_load_cifar10_rejects_a_wrong_image_shape(tmp_path):
+    root = data.write_synthetic_cifar10(tmp_path / "d", images_per_batch=8)
+    (root / data.FOLDER / "test_batch").write_bytes(
+        pickle.dumps({b"data": np.zeros((8, 32, 32, 3), np.uint8), b"labels": [0] * 8}))
+    with pytest.raises(DataError, match=r"test_batch: b'data': expected uint8 array of shape \(N, 3072\), "
+                                        r"found uint8 of shape \(8, 32, 32, 3\)"):
+        data.load_cifar10(root, verbose=False)
+
+
+def test_synthetic_copy_has_the_cifar_layout(tmp_path):
+    root = data.write_synthetic_cifar10(tmp_path / "d", images_per_batch=6, seed=1)
+    loaded = data.load_cifar10(root, verbose=False)
+    assert loaded["train_images"].shape == (30, 3, 32, 32) and loaded["test_images"].shape == (6, 3, 32, 32)
+    assert loaded["train_labels"].dtype == np.int64 and loaded["train_labels"].max() <= 9
+    again = data.load_cifar10(data.write_synthetic_cifar10(tmp_path / "e", 6, seed=1), verbose=False)
+    np.testing.assert_array_equal(loaded["train_images"], again["train_images"])

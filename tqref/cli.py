@@ -1,11 +1,40 @@
 """Command line: ``python -m tqref COMMAND ...``  (``python -m tqref --help``).
 
-Heavy imports (NumPy kernels, Numba) happen inside the commands, so that
-``--help`` answers at once.
+    train     train a (ternary) network on CIFAR-10 into a run folder; --resume continues it
+    evaluate  test top-1 / top-5 of a checkpoint
+    summary   the per-layer table of a model or a checkpoint
+    plot      PNG figures of a run: curves, learning rate, sparsity, weight histograms
+    export    a checkpoint as an .npz a PyTorch CIFAR ResNet loads
+    download  fetch the official CIFAR-10 archive into the cache
+    demo      a short run of a small net on a CIFAR-10 subset (writes nothing)
+
+Heavy imports (NumPy kernels, Numba, matplotlib) happen inside the commands,
+so that ``--help`` answers at once.  Errors of input (missing data, a bad
+checkpoint, an unwritable folder, a bad setting) print one line starting
+with ``error:`` and exit with status 2; a diverged training run exits with 1,
+an interrupted one with 130.
 """
 
 import argparse
+import json
+import shutil
 import sys
+import textwrap
+
+MODEL_NAMES = ("resnet20", "resnet32", "resnet44", "resnet56", "small")  # tqref.models.MODELS
+
+EPILOG = """\
+examples:
+  python -m tqref train --model resnet20 --ternary --epochs 2 --train-subset 5000 --test-subset 2000 --out runs/quickstart
+  python -m tqref train --model resnet20 --ternary --out runs/resnet20-ternary      # the paper's full recipe
+  python -m tqref train --out runs/resnet20-ternary --resume                        # continue after a stop
+  python -m tqref evaluate runs/resnet20-ternary/best.npz
+  python -m tqref plot runs/resnet20-ternary
+  python -m tqref export runs/resnet20-ternary/best.npz resnet20_torch.npz --format torch
+
+data: --data-dir DIR, else $TQREF_DATA, else ~/.cache/tqref (downloaded there when online);
+DIR is the folder that contains cifar-10-batches-py/.
+"""
 
 
 def _add_data_dir(parser):
@@ -13,18 +42,183 @@ def _add_data_dir(parser):
                         help="folder that contains cifar-10-batches-py/ (default: $TQREF_DATA, then the cache)")
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Wraps each paragraph of a description to the terminal; keeps lines that
+    start with two spaces (examples) and the "examples:" blocks as written."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32, width=min(100, shutil.get_terminal_size().columns))
+
+    def _fill_text(self, text, width, indent):
+        out = []
+        for paragraph in text.split("\n\n"):
+            lines = paragraph.splitlines()
+            if any(line.startswith("  ") or line.endswith(":") for line in lines):
+                out.append("\n".join(indent + line for line in lines))
+            else:
+                out.append(textwrap.fill(" ".join(lines), width, initial_indent=indent, subsequent_indent=indent))
+        return "\n\n".join(out)
+
+
+# Settings of ``train`` and the TrainConfig field each one sets.  Their
+# argparse default is None ("not given"), so --resume can tell which were given.
+TRAIN_FIELDS = ("model", "ternary", "t_ex", "variant", "keep_first", "keep_last", "epochs", "batch_size", "lr",
+                "momentum", "nesterov", "weight_decay", "schedule", "milestones", "gammas",
+                "warmup_epochs", "augment", "train_subset", "test_subset", "seed", "init_from", "data_dir")
+
+
+def _add_train(sub):
+    p = sub.add_parser(
+        "train", formatter_class=_Formatter,
+        help="train a network on CIFAR-10 (the paper's recipe by default)",
+        description="Train a CIFAR ResNet (or the small demo net), full precision or ternarized, into a run "
+                    "folder: config.json, log.jsonl (one line per epoch), last.npz and best.npz "
+                    "(checkpoints written every epoch), result.json.\n\n"
+                    "The defaults are the paper's recipe: 200 epochs, batch 128, SGD with Nesterov "
+                    "momentum 0.9, weight decay 3e-4, lr 0.1 times 0.1 at epoch 80, 0.1 at 120 and "
+                    "0.5 at 160, random crop + horizontal flip; the test set is evaluated after every epoch.",
+        epilog="examples:\n"
+               "  python -m tqref train --model resnet20 --ternary --out runs/r20t\n"
+               "  python -m tqref train --model resnet20 --ternary --t-ex 2 --init-from runs/r20/best.npz "
+               "--lr 0.01 --epochs 60 --milestones 30 45 --gammas 0.1 0.1 --out runs/r20-rel2\n"
+               "  python -m tqref train --out runs/r20t --resume --epochs 250")
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default=None, metavar="NAME",
+                       help=f"one of {', '.join(MODEL_NAMES)} (default resnet20)")
+    model.add_argument("--ternary", action="store_const", const=True, default=None,
+                       help="ternarize every conv and the linear layer (Eqs. 1-4)")
+    model.add_argument("--t-ex", type=int, default=None, metavar="K",
+                       help="residual expansion layers per ternary layer (Eq. 5; default 1, try 2)")
+    model.add_argument("--variant", default=None, metavar="NAME",
+                       help="ternary variant: paper (default; Δ = 0.05·max|W|), twn (Δ = 0.7·mean|W|), "
+                            "ttq (trained scales), binary (sign)")
+    model.add_argument("--keep-first", action="store_const", const=True, default=None,
+                       help="keep the first conv in full precision (the paper ternarizes it)")
+    model.add_argument("--keep-last", action="store_const", const=True, default=None,
+                       help="keep the last linear layer in full precision (the paper ternarizes it)")
+    model.add_argument("--init-from", metavar="CKPT", default=None,
+                       help="start from the weights of a checkpoint (e.g. full precision -> ternary fine-tuning)")
+
+    opt = p.add_argument_group("optimisation (defaults: the paper's)")
+    opt.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs to train (default 200)")
+    opt.add_argument("--batch-size", type=int, default=None, metavar="B", help="mini-batch size (default 128)")
+    opt.add_argument("--lr", type=float, default=None, help="initial learning rate (default 0.1)")
+    opt.add_argument("--momentum", type=float, default=None, metavar="M", help="SGD momentum (default 0.9)")
+    opt.add_argument("--no-nesterov", dest="nesterov", action="store_const", const=False, default=None,
+                     help="plain momentum instead of Nesterov's")
+    opt.add_argument("--weight-decay", type=float, default=None, metavar="WD",
+                     help="L2 weight decay on all parameters (default 3e-4)")
+    opt.add_argument("--schedule", choices=("multistep", "cosine"), default=None,
+                     help="learning-rate schedule (default multistep)")
+    opt.add_argument("--milestones", type=int, nargs="+", default=None, metavar="E",
+                     help="multistep: epochs where the lr changes (default 80 120 160)")
+    opt.add_argument("--gammas", type=float, nargs="+", default=None, metavar="G",
+                     help="multistep: factor at each milestone (default 0.1 0.1 0.5)")
+    opt.add_argument("--warmup-epochs", type=int, default=None, metavar="W",
+                     help="linear warm-up over the first W epochs (default 0)")
+    opt.add_argument("--no-augment", dest="augment", action="store_const", const=False, default=None,
+                     help="no random crop / flip")
+    opt.add_argument("--seed", type=int, default=None, metavar="S", help="seed of the initial weights, shuffling and "
+                                                            "augmentation (default 0)")
+
+    data = p.add_argument_group("data")
+    data.add_argument("--train-subset", type=int, default=None, metavar="N",
+                      help="train on the first N of the 50,000 training images (default all)")
+    data.add_argument("--test-subset", type=int, default=None, metavar="N",
+                      help="evaluate on the first N of the 10,000 test images (default all)")
+    _add_data_dir(data)
+
+    run = p.add_argument_group("run")
+    run.add_argument("--out", required=True, metavar="RUN_DIR",
+                     help="run folder; must be new or empty, unless --resume")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in RUN_DIR from its last.npz, exactly as if never stopped "
+                          "(its own settings are used; --epochs may extend it)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (the per-epoch lines remain)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser(
+        "evaluate", formatter_class=_Formatter, help="test top-1 / top-5 accuracy of a checkpoint",
+        description="Evaluate a checkpoint (last.npz, best.npz) on the CIFAR-10 test set in evaluation "
+                    "mode (batch-norm running statistics) and print its test top-1 and top-5 accuracy.")
+    p.add_argument("checkpoint", metavar="CKPT", help="a .npz checkpoint written by 'train'")
+    p.add_argument("--test-subset", type=int, default=None, metavar="N", help="first N test images only")
+    p.add_argument("--batch-size", type=int, default=256, metavar="B", help="evaluation batch (default 256)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _add_summary(sub):
+    p = sub.add_parser(
+        "summary", formatter_class=_Formatter, help="per-layer table of a model or checkpoint",
+        description="Print the per-layer summary (parameters, bits, threshold and alpha, sparsity, sizes) "
+                    "of a model built from its name, or of the model in a checkpoint.",
+        epilog="examples:\n  python -m tqref summary --model resnet20 --ternary --t-ex 2\n"
+               "  python -m tqref summary runs/r20t/best.npz")
+    p.add_argument("checkpoint", metavar="CKPT", nargs="?", default=None, help="a checkpoint (instead of --model)")
+    p.add_argument("--model", default=None, metavar="NAME", help=f"one of {', '.join(MODEL_NAMES)}")
+    p.add_argument("--ternary", action="store_true", help="ternarize the model")
+    p.add_argument("--t-ex", type=int, default=1, metavar="K", help="residual expansions (default 1)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_summary)
+
+
+def _add_plot(sub):
+    p = sub.add_parser(
+        "plot", formatter_class=_Formatter, help="PNG figures of a training run",
+        description="Draw a run's curves from its log.jsonl and last.npz: curves.png (loss and accuracy), "
+                    "lr.png (learning rate), and for ternary runs sparsity.png (per-layer sparsity over the "
+                    "epochs); weights.png (histograms of the latent weights, ±threshold marked when ternary).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'train'")
+    p.add_argument("--out", metavar="DIR", default=None, help="where to write the PNGs (default RUN_DIR)")
+    p.set_defaults(func=_cmd_plot)
+
+
+def _add_export(sub):
+    p = sub.add_parser(
+        "export", formatter_class=_Formatter, help="export a checkpoint for PyTorch",
+        description="Write the model of a checkpoint as an .npz whose keys and layouts are those of the usual "
+                    "PyTorch CIFAR ResNet (conv1.weight, bn1.running_var, layer1.0.conv1.weight, linear.bias, "
+                    "...). Ternary layers are written as their effective weights alpha*T (sum over the "
+                    "expansions), so a plain PyTorch ResNet with option-A shortcuts reproduces tqref's outputs.",
+        epilog="in PyTorch:\n"
+               "  state = {k: torch.from_numpy(v) for k, v in np.load('resnet20_torch.npz').items()}\n"
+               "  net.load_state_dict(state)")
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by 'train'")
+    p.add_argument("output", metavar="OUT.npz", help="file to write")
+    p.add_argument("--format", choices=("torch",), default="torch", help="output format (default torch)")
+    p.set_defaults(func=_cmd_export)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m tqref",
+        prog="python -m tqref", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="tqref: ternarized-weight CNNs (He, Gong, Fan, WACV 2019) in readable NumPy + Numba.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_summary(sub)
+    _add_plot(sub)
+    _add_export(sub)
+
+    download = sub.add_parser(
+        "download", help="download the official CIFAR-10 archive into the cache (MD5 checked)",
+        description="Fetch cifar-10-python.tar.gz, check its MD5 and extract it into DIR "
+                    "(default: the tqref cache directory).")
+    download.add_argument("--root", metavar="DIR", default=None, help="where to put cifar-10-batches-py/")
+    download.set_defaults(func=_cmd_download)
 
     demo = sub.add_parser(
-        "demo", help="a short training run on a CIFAR-10 subset that prints its loss falling",
+        "demo", help="a short run of a small net on a CIFAR-10 subset (no files written)",
         description="Train a small network (or a ResNet) on a subset of CIFAR-10 for a few epochs, "
-                    "printing the training loss per epoch and the accuracy on held-out test images.")
+                    "printing the training loss per epoch and the accuracy on held-out test images. "
+                    "Writes nothing; 'train' is the full trainer.")
     demo.add_argument("--model", default="small", help="small (default), resnet20, resnet32, resnet44, resnet56")
     demo.add_argument("--train-images", type=int, default=2048, metavar="N",
                       help="training images used (default 2048)")
@@ -36,14 +230,98 @@ def build_parser():
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _add_data_dir(demo)
     demo.set_defaults(func=_cmd_demo)
-
-    download = sub.add_parser(
-        "download", help="download the official CIFAR-10 archive into the cache (MD5 checked)",
-        description="Fetch cifar-10-python.tar.gz, check its MD5 and extract it into DIR "
-                    "(default: the tqref cache directory).")
-    download.add_argument("--root", metavar="DIR", default=None, help="where to put cifar-10-batches-py/")
-    download.set_defaults(func=_cmd_download)
     return parser
+
+
+# ---------------------------------------------------------------- commands
+def _given_train_settings(args):
+    return {field: getattr(args, field) for field in TRAIN_FIELDS if getattr(args, field) is not None}
+
+
+def _log(line):
+    print(line, flush=True)
+
+
+def _cmd_train(args):
+    from tqref.train import TrainConfig, Trainer
+
+    given = _given_train_settings(args)
+    for key in ("milestones", "gammas"):
+        if key in given:
+            given[key] = tuple(given[key])
+    if args.resume:
+        trainer = Trainer(given, args.out, resume=True, progress=not args.no_progress, log=_log)
+        print(f"resuming {args.out} after epoch {trainer.start_epoch}", flush=True)
+    else:
+        trainer = Trainer(TrainConfig(**given), args.out, progress=not args.no_progress, log=_log)
+    print(trainer.describe(), flush=True)
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {args.out}/last.npz holds the last finished epoch; "
+              f"continue with: python -m tqref train --out {args.out} --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_evaluate(args):
+    from tqref.data import load_cifar10
+    from tqref.io import load_model
+    from tqref.train import evaluate
+
+    model, ckpt = load_model(args.checkpoint)
+    data = load_cifar10(args.data_dir or ckpt.config.get("data_dir"), download=True, verbose=not args.json)
+    images, labels = data["test_images"], data["test_labels"]
+    if args.test_subset is not None:
+        if args.test_subset <= 0:
+            raise ValueError(f"--test-subset: expected a positive integer, got {args.test_subset}")
+        images, labels = images[:args.test_subset], labels[:args.test_subset]
+    result = evaluate(model, images, labels, args.batch_size, progress=not (args.no_progress or args.json))
+    c = ckpt.config
+    out = {"checkpoint": str(args.checkpoint), "model": c.get("model"), "ternary": bool(c.get("ternary")),
+           "t_ex": c.get("t_ex", 1), "epoch": ckpt.epoch, "top1": result["top1"], "top5": result["top5"],
+           "loss": result["loss"], "test_images": int(len(images)), "data_root": str(data["root"])}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        kind = f"ternary t_ex={out['t_ex']}" if out["ternary"] else "full precision"
+        print(f"{args.checkpoint}: {out['model']} ({kind}), epoch {out['epoch']}: test top-1 {out['top1']:.4f}, "
+              f"top-5 {out['top5']:.4f}, loss {out['loss']:.4f} on {out['test_images']:,} images")
+    return 0
+
+
+def _cmd_summary(args):
+    if (args.checkpoint is None) == (args.model is None):
+        raise ValueError("summary: give either a checkpoint or --model NAME (not both)")
+    try:
+        from tqref.summary import model_summary
+    except ImportError as err:
+        raise ImportError(f"summary: tqref.summary is not available in this installation ({err})") from None
+    if args.checkpoint is not None:
+        from tqref.io import load_model
+        model, _ = load_model(args.checkpoint)
+    else:
+        from tqref.io import model_from_config
+        from tqref.train import TrainConfig
+        config = TrainConfig(model=args.model, ternary=args.ternary, t_ex=args.t_ex).validate()
+        model = model_from_config(config.to_dict())
+    summary = model_summary(model)
+    print(json.dumps(summary.to_dict(), indent=2, default=float) if args.json else summary.to_text())
+    return 0
+
+
+def _cmd_plot(args):
+    from tqref.plot import plot_run
+    for path in plot_run(args.run_dir, args.out):
+        print(path)
+    return 0
+
+
+def _cmd_export(args):
+    from tqref.io import export_torch
+    path, n, model = export_torch(args.checkpoint, args.output)
+    print(f"wrote {path}: {n} arrays of {model} in PyTorch naming (ternary layers as alpha*T)")
+    return 0
 
 
 def _cmd_demo(args):
@@ -66,10 +344,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError) as err:
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, ImportError) as err:
         # errors of input reach the user as one readable line, not a traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if type(err).__name__ != "TrainingDiverged":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

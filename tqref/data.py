@@ -9,8 +9,17 @@ Where the data comes from, in this order (each names the folder that
        where ``download_cifar10`` puts the official archive when online
 
 Images stay uint8 (N, 3, 32, 32) in memory (150 MB for the training set
-instead of 600 MB as float32); a batch is normalised with the paper's mean
-and std only when it is used.
+instead of 600 MB as float32); a batch is augmented (``random_crop_flip``)
+and normalised with the paper's mean and std only when it is used.  An
+epoch is one pass of ``Batches``:
+
+    batches = Batches(images, labels, batch_size=128, rng=rng, shuffle=True, augment=True)
+    for x, y in batches:        # x float32 (B, 3, 32, 32) normalised, y int64 (B,)
+        ...
+
+Every random choice of an epoch (the shuffle, then each batch's flips and
+crop offsets) is drawn from the one ``numpy.random.Generator`` passed in, so
+saving ``rng.bit_generator.state`` between epochs is enough to replay a run.
 
 The batch files are pickles from the internet.  A pickle can run arbitrary
 code when loaded, so they are read with ``_RestrictedUnpickler``, which
@@ -288,3 +297,103 @@ def normalize(images, dtype=np.float32):
     out *= scale[None, :, None, None]
     out -= shift[None, :, None, None]
     return out
+
+
+# ---------------------------------------------------------------- augmentation
+PAD = 4  # the paper's zero padding before the random 32×32 crop
+
+
+def draw_crop_flip(rng, n, padding=PAD):
+    """Draw the augmentation of ``n`` images in one vectorised call.
+
+    Returns (flips (n,) bool, offsets (n, 2) int64 in [0, 2·padding]):
+    column 0 of the draw is the coin for the flip, columns 1 and 2 the
+    crop's top-left corner in the padded image."""
+    draws = rng.integers(0, (2, 2 * padding + 1, 2 * padding + 1), size=(n, 3))
+    return draws[:, 0].astype(bool), draws[:, 1:]
+
+
+def random_crop_flip(images, rng, padding=PAD):
+    """The paper's augmentation of a uint8 batch (N, 3, H, W): each image is
+    cropped back to H×W at a random offset from its ``padding``-pixel
+    zero-padded copy and mirrored left-right with probability 1/2.  The
+    Numba kernel ``tqref.kernels.augment.crop_flip`` does the copying."""
+    from tqref.kernels.augment import crop_flip
+    flips, offsets = draw_crop_flip(rng, len(images), padding)
+    return crop_flip(images, flips, offsets, padding)
+
+
+# ---------------------------------------------------------------- batching
+class Batches:
+    """One epoch of mini-batches over uint8 images, ready for a model.
+
+    images:     uint8 (N, 3, H, W);  labels: integers (N,)
+    batch_size: images per batch; the last batch is smaller unless drop_last
+    rng:        numpy Generator for the shuffle and the augmentation (needed
+                when shuffle or augment is on)
+    shuffle:    visit the images in the order ``rng.permutation(N)``
+    augment:    apply ``random_crop_flip`` to each batch
+    dtype:      float dtype of the normalised batches
+
+    Iterating draws the permutation first, then one augmentation draw per
+    batch, all from ``rng``; ``len(batches)`` is the number of batches.
+    Yields (x float (B, 3, H, W) normalised, y int64 (B,)).
+    """
+
+    def __init__(self, images, labels, batch_size, rng=None, shuffle=False, augment=False,
+                 dtype=np.float32, drop_last=False, padding=PAD):
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or \
+                images.shape[1] != 3:
+            raise DataError(f"Batches: images: expected uint8 array (N, 3, H, W), found "
+                            f"{getattr(images, 'dtype', type(images).__name__)} of shape "
+                            f"{getattr(images, 'shape', None)}")
+        labels = np.asarray(labels)
+        if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+            raise DataError(f"Batches: labels: expected {len(images)} integers, "
+                            f"found {labels.dtype} of shape {labels.shape}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"Batches: batch_size: expected a positive integer, got {batch_size!r}")
+        if (shuffle or augment) and not isinstance(rng, np.random.Generator):
+            raise TypeError("Batches: rng: shuffle and augment need a numpy.random.Generator, "
+                            f"got {type(rng).__name__}")
+        self.images, self.labels = images, labels.astype(np.int64, copy=False)
+        self.batch_size, self.rng = int(batch_size), rng
+        self.shuffle, self.augment, self.dtype = bool(shuffle), bool(augment), dtype
+        self.drop_last, self.padding = bool(drop_last), padding
+
+    def __len__(self):
+        n, b = len(self.images), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self):
+        n = len(self.images)
+        order = self.rng.permutation(n) if self.shuffle else None
+        for k in range(len(self)):
+            start = k * self.batch_size
+            if order is None:
+                x, y = self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
+            else:
+                idx = order[start:start + self.batch_size]
+                x, y = self.images[idx], self.labels[idx]
+            if self.augment:
+                x = random_crop_flip(x, self.rng, self.padding)
+            yield normalize(x, self.dtype), y
+
+
+# ---------------------------------------------------------------- synthetic copy
+def write_synthetic_cifar10(root, images_per_batch=64, seed=0):
+    """Write a tiny random data set in the CIFAR-10 "python version" layout
+    under ``root/cifar-10-batches-py/`` (five training batches and a test
+    batch of ``images_per_batch`` images each).  For tests and for trying the
+    pipeline without the real data; the pixels are noise.  Returns ``root``."""
+    root = Path(root)
+    folder = root / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i, name in enumerate(TRAIN_FILES + (TEST_FILE,)):
+        raw = {b"batch_label": f"synthetic batch {i}".encode(),
+               b"labels": [int(v) for v in rng.integers(0, 10, images_per_batch)],
+               b"data": rng.integers(0, 256, (images_per_batch, 3072), dtype=np.uint8),
+               b"filenames": [f"synthetic_{i}_{k:05d}.png".encode() for k in range(images_per_batch)]}
+        (folder / name).write_bytes(pickle.dumps(raw, protocol=2))
+    return root

@@ -1,0 +1,259 @@
+"""Checkpoints (atomic, pickle-free, truncated / foreign files refused) and the
+export for PyTorch (a plain PyTorch CIFAR ResNet-20 reproduces tqref's logits)."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tqref import io as tio
+from tqref.functional import softmax_cross_entropy
+from tqref.models import get_model
+from tqref.optim import SGD, paper_schedule
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder this process cannot create files in.  chmod does it for a
+    normal user; root ignores permission bits, so for root use sysfs, where
+    nobody may create files (skip if neither works)."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except PermissionError:
+        yield folder
+        folder.chmod(0o755)
+        return
+    (folder / "probe").unlink()
+    folder.chmod(0o755)
+    try:
+        os.mkdir("/sys/tqref-probe")
+    except PermissionError:
+        yield Path("/sys")
+        return
+    except OSError:
+        pass
+    else:
+        os.rmdir("/sys/tqref-probe")
+    pytest.skip("no read-only folder available to this user")
+
+
+def _trained(model, steps=2, seed=0):
+    """A model moved off its initial state (weights, BN statistics, momentum)."""
+    opt = SGD(model.parameters_and_gradients(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=3e-4)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+        loss, dlogits = softmax_cross_entropy(model.forward(x), rng.integers(0, 10, 8))
+        model.backward(dlogits)
+        opt.step()
+    return model, opt
+
+
+def _save_small(path, model=None, epoch=3):
+    model, opt = _trained(model or get_model("small", seed=0))
+    rng = np.random.default_rng(11)
+    rng.random(5)
+    config = {"model": "small", "ternary": False, "t_ex": 1, "seed": 0}
+    tio.save_checkpoint(path, model, config, optimizer=opt, epoch=epoch, schedule=paper_schedule(), rng=rng,
+                        metrics={"top1": 0.5, "top5": 0.9, "best_top1": 0.6, "best_top5": 0.95, "best_epoch": 2})
+    return model, opt, rng
+
+
+# ---------------------------------------------------------------- atomic writes
+def test_atomic_write_failure_keeps_the_old_file(tmp_path):
+    path = tmp_path / "last.npz"
+    tio.atomic_savez(path, {"a": np.arange(3)})
+    before = path.read_bytes()
+
+    def broken(f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        tio._atomic_write(path, broken)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.npz"]  # no temporary file left behind
+
+
+def test_atomic_files_get_the_usual_mode(tmp_path):
+    path = tio.atomic_write_text(tmp_path / "x.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip_without_pickle(tmp_path):
+    path = tmp_path / "c.npz"
+    model, opt, rng = _save_small(path)
+    with np.load(path, allow_pickle=False) as z:  # nothing in the file needs pickle
+        files = set(z.files)
+        assert json.loads(str(z["config"]))["model"] == "small"
+    assert {"format", "config", "epoch", "schedule", "rng_state", "best_top1", "model/0.weight",
+            "model/1.running_var", "optim/step_count", "optim/momentum.0.weight"} <= files
+
+    ckpt = tio.load_checkpoint(path)
+    assert ckpt.epoch == 3 and ckpt.metrics["best_epoch"] == 2 and ckpt.metrics["top1"] == 0.5
+    assert "MultiStepLR" in ckpt.schedule and "(80, 120, 160)" in ckpt.schedule
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(ckpt.model_state[name], value)
+    for name, value in opt.state_dict().items():
+        np.testing.assert_array_equal(ckpt.optim_state[name], value)
+    # the Generator continues the same stream
+    restored = tio.rng_from_json(ckpt.rng_state)
+    np.testing.assert_array_equal(restored.random(4), rng.random(4))
+
+    fresh, _ = tio.load_model(path)
+    assert not fresh.training
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[name], value)
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "c.npz"
+    _save_small(path)
+    data = path.read_bytes()
+    for cut in (len(data) // 2, len(data) - 30):
+        path.write_bytes(data[:cut])
+        with pytest.raises(tio.CheckpointError, match="truncated or corrupt"):
+            tio.load_checkpoint(path)
+    with pytest.raises(tio.CheckpointError, match="file not found"):
+        tio.load_checkpoint(tmp_path / "absent.npz")
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    path = tmp_path / "c.npz"
+    _save_small(path)
+    ckpt = tio.load_checkpoint(path)
+    with pytest.raises(tio.CheckpointError, match=r"saved from a small model\) does not fit this model.*missing keys"):
+        tio.load_state_into(get_model("resnet20"), ckpt.model_state, f"checkpoint {path}", "small")
+
+
+def test_plain_state_dict_is_not_a_checkpoint_but_gives_weights(tmp_path):
+    model = get_model("small", seed=3)
+    path = tmp_path / "plain.npz"
+    np.savez(path, **model.state_dict())
+    with pytest.raises(tio.CheckpointError, match="not a tqref checkpoint"):
+        tio.load_checkpoint(path)
+    state, name = tio.read_weights(path)
+    assert name is None
+    np.testing.assert_array_equal(state["0.weight"], model.state_dict()["0.weight"])
+
+
+def test_check_writable_dir(tmp_path, readonly_dir):
+    assert tio.check_writable_dir(tmp_path / "new" / "run") is True
+    assert tio.check_writable_dir(tmp_path / "new" / "run") is False
+    with pytest.raises(PermissionError, match="is not writable"):
+        tio.check_writable_dir(readonly_dir / "run")
+
+
+# ---------------------------------------------------------------- export to PyTorch
+def _ternary_resnet20():
+    ternary = pytest.importorskip("tqref.ternary")
+    return ternary.ternarize_model(get_model("resnet20", seed=1), t_ex=2)
+
+
+def test_torch_state_dict_holds_effective_weights():
+    model, _ = _trained(_ternary_resnet20(), steps=1)
+    state = tio.torch_state_dict(model, num_batches_tracked=1)
+    layer = model.layer2[0].conv1
+    np.testing.assert_array_equal(state["layer2.0.conv1.weight"], layer.effective_weight())
+    assert not np.array_equal(state["layer2.0.conv1.weight"], layer.params["weight"])
+    # t_ex = 2: a symmetric 5-level quantizer of the latent weight (Eq. 5)
+    assert len(np.unique(state["layer2.0.conv1.weight"])) == 5
+    assert state["bn1.num_batches_tracked"].dtype == np.int64 and state["bn1.num_batches_tracked"] == 1
+    assert state["linear.weight"].shape == (10, 64) and state["conv1.weight"].dtype == np.float32
+
+
+def _torch_resnet20():
+    """The usual PyTorch CIFAR ResNet-20 with option-A shortcuts (He et al. 2016)."""
+    torch = pytest.importorskip("torch")
+    nn, F = torch.nn, torch.nn.functional
+
+    class LambdaLayer(nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x):
+            return self.fn(x)
+
+    class BasicBlock(nn.Module):
+        def __init__(self, in_planes, planes, stride=1):
+            super().__init__()
+            self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.shortcut = nn.Sequential()
+            if stride != 1 or in_planes != planes:
+                self.shortcut = LambdaLayer(
+                    lambda x: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4)))
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return F.relu(out + self.shortcut(x))
+
+    class ResNet(nn.Module):
+        def __init__(self, n=3, num_classes=10):
+            super().__init__()
+            self.in_planes = 16
+            self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(16)
+            self.layer1 = self._stage(16, n, 1)
+            self.layer2 = self._stage(32, n, 2)
+            self.layer3 = self._stage(64, n, 2)
+            self.linear = nn.Linear(64, num_classes)
+
+        def _stage(self, planes, n, stride):
+            blocks = []
+            for s in [stride] + [1] * (n - 1):
+                blocks.append(BasicBlock(self.in_planes, planes, s))
+                self.in_planes = planes
+            return nn.Sequential(*blocks)
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = self.layer3(self.layer2(self.layer1(out)))
+            out = F.avg_pool2d(out, out.size()[3]).view(out.size(0), -1)
+            return self.linear(out)
+
+    return torch, ResNet()
+
+
+@pytest.mark.parametrize("ternary", [False, True], ids=["full-precision", "ternary"])
+def test_pytorch_resnet20_reproduces_tqref(tmp_path, ternary):
+    torch, net = _torch_resnet20()
+    if ternary:
+        model = _ternary_resnet20()
+        config = {"model": "resnet20", "ternary": True, "t_ex": 2}
+    else:
+        model = get_model("resnet20", seed=1)
+        config = {"model": "resnet20", "ternary": False, "t_ex": 1}
+    model, opt = _trained(model, steps=3)
+    ckpt = tmp_path / "c.npz"
+    tio.save_checkpoint(ckpt, model, config, optimizer=opt, epoch=1)
+    out, n_arrays, name = tio.export_torch(ckpt, tmp_path / "torch.npz")
+    assert name == "resnet20"
+
+    with np.load(out, allow_pickle=False) as z:
+        state = {k: torch.from_numpy(z[k]) for k in z.files}
+    assert n_arrays == len(state)
+    net.load_state_dict(state, strict=True)  # every key, every shape, nothing extra
+    net.eval()
+    torch.set_num_threads(1)
+    x = np.random.default_rng(5).standard_normal((6, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    got = model.eval().forward(x)
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    if ternary:
+        w = net.layer1[0].conv1.weight.detach().numpy()
+        assert len(np.unique(w)) == 5
