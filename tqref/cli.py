@@ -143,7 +143,8 @@ def _add_evaluate(sub):
         "evaluate", formatter_class=_Formatter, help="test top-1 / top-5 accuracy of a checkpoint",
         description="Evaluate a checkpoint (last.npz, best.npz) on the CIFAR-10 test set in evaluation "
                     "mode (batch-norm running statistics) and print its test top-1 and top-5 accuracy.")
-    p.add_argument("checkpoint", metavar="CKPT", help="a .npz checkpoint written by 'train'")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="a .npz checkpoint written by 'train', or a packed file written by 'export --format packed'")
     p.add_argument("--test-subset", type=int, default=None, metavar="N", help="first N test images only")
     p.add_argument("--batch-size", type=int, default=256, metavar="B", help="evaluation batch (default 256)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -180,17 +181,24 @@ def _add_plot(sub):
 
 def _add_export(sub):
     p = sub.add_parser(
-        "export", formatter_class=_Formatter, help="export a checkpoint for PyTorch",
+        "export", formatter_class=_Formatter, help="export a checkpoint for PyTorch or as packed ternary weights",
         description="Write the model of a checkpoint as an .npz whose keys and layouts are those of the usual "
                     "PyTorch CIFAR ResNet (conv1.weight, bn1.running_var, layer1.0.conv1.weight, linear.bias, "
                     "...). Ternary layers are written as their effective weights alpha*T (sum over the "
                     "expansions), so a plain PyTorch ResNet with option-A shortcuts reproduces tqref's outputs.",
         epilog="in PyTorch:\n"
                "  state = {k: torch.from_numpy(v) for k, v in np.load('resnet20_torch.npz').items()}\n"
-               "  net.load_state_dict(state)")
+               "  net.load_state_dict(state)\n"
+               "packed ternary file (about 1/14 of the float32 checkpoint for ResNet-20):\n"
+               "  python -m tqref export runs/r20t/best.npz r20t_packed.npz --format packed\n"
+               "  python -m tqref evaluate r20t_packed.npz")
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by 'train'")
     p.add_argument("output", metavar="OUT.npz", help="file to write")
-    p.add_argument("--format", choices=("torch",), default="torch", help="output format (default torch)")
+    p.add_argument("--format", choices=("torch", "packed"), default="torch",
+                   help="torch: PyTorch state-dict naming, float32 (default); packed: ternary codes at "
+                        "2 bits (or 1.6 with --packing base3), BN folded, for 'evaluate' and tqref.deploy")
+    p.add_argument("--packing", choices=("2bit", "base3"), default="2bit",
+                   help="code packing of --format packed: 4 codes per byte (default) or 5 per byte")
     p.set_defaults(func=_cmd_export)
 
 
@@ -264,12 +272,27 @@ def _cmd_train(args):
     return 0
 
 
+class _PackedInfo:
+    """What ``evaluate`` reads of a checkpoint, for a packed file."""
+
+    def __init__(self, epoch, config):
+        self.epoch, self.config = epoch, config
+
+
 def _cmd_evaluate(args):
     from tqref.data import load_cifar10
     from tqref.io import load_model
     from tqref.train import evaluate
 
-    model, ckpt = load_model(args.checkpoint)
+    from tqref.deploy import is_packed_file, load_packed
+    if is_packed_file(args.checkpoint):
+        # a packed ternary file: evaluated by the add-only engine, BN folded
+        model = load_packed(args.checkpoint)
+        config = dict(model.metadata.get("config") or {})
+        config.setdefault("model", model.architecture.get("model"))
+        ckpt = _PackedInfo(model.metadata.get("epoch"), config)
+    else:
+        model, ckpt = load_model(args.checkpoint)
     data = load_cifar10(args.data_dir or ckpt.config.get("data_dir"), download=True, verbose=not args.json)
     images, labels = data["test_images"], data["test_labels"]
     if args.test_subset is not None:
@@ -318,6 +341,19 @@ def _cmd_plot(args):
 
 
 def _cmd_export(args):
+    if args.format == "packed":
+        import os
+
+        from tqref.deploy import export_packed
+        from tqref.io import load_model
+        model, ckpt = load_model(args.checkpoint)
+        n = export_packed(model, args.output, packing=args.packing,
+                          metadata={"checkpoint": os.path.basename(str(args.checkpoint)), "epoch": ckpt.epoch,
+                                    "config": ckpt.config})
+        size = os.path.getsize(args.checkpoint)
+        print(f"wrote {args.output}: {n:,} bytes ({args.packing} codes, BN folded); "
+              f"checkpoint {size:,} bytes ({size / n:.1f}x larger, includes optimiser state)")
+        return 0
     from tqref.io import export_torch
     path, n, model = export_torch(args.checkpoint, args.output)
     print(f"wrote {path}: {n} arrays of {model} in PyTorch naming (ternary layers as alpha*T)")
