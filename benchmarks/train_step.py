@@ -70,13 +70,16 @@ def profile(model, x, y, opt):
 
     totals = defaultdict(float)
     leaves = [m for _, m in model.named_modules() if not m.children()]
+    methods = ("forward", "backward", "forward_relu", "backward_relu")  # the last two: fused BN (+add) + ReLU
     for layer in leaves:
-        for direction in ("forward", "backward"):
+        for direction in methods:
+            if not hasattr(layer, direction):
+                continue
             original = getattr(layer, direction)
 
-            def timed(arg, _orig=original, _key=(type(layer).__name__, direction)):
+            def timed(*a, _orig=original, _key=(type(layer).__name__, direction), **k):
                 t0 = time.perf_counter()
-                out = _orig(arg)
+                out = _orig(*a, **k)
                 totals[_key] += time.perf_counter() - t0
                 return out
             setattr(layer, direction, timed)
@@ -88,12 +91,14 @@ def profile(model, x, y, opt):
     t2 = time.perf_counter()
     totals[("SGD", "step")] = t2 - t1
     step = t2 - t0
+    other = step - sum(totals.values())
+    totals[("(blocks, loss)", "rest")] = other
     print(f"profile of one step ({step * 1e3:.0f} ms):")
     for (kind, direction), t in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:16s} {direction:8s} {t * 1e3:8.1f} ms  {100 * t / step:5.1f} %")
     for layer in leaves:  # restore the class methods
-        layer.__dict__.pop("forward", None)
-        layer.__dict__.pop("backward", None)
+        for direction in methods:
+            layer.__dict__.pop(direction, None)
 
 
 if __name__ == "__main__":

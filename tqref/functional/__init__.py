@@ -7,6 +7,8 @@ from tqref.functional.activations import (
 )
 from tqref.functional.batchnorm import (
     batchnorm_backward, batchnorm_backward_naive, batchnorm_forward, batchnorm_forward_naive,
+    batchnorm_relu_backward, batchnorm_relu_backward_naive, batchnorm_relu_forward,
+    batchnorm_relu_forward_naive,
 )
 from tqref.functional.conv import (
     conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive, conv_output_size,

@@ -40,6 +40,9 @@ import math
 
 import numpy as np
 
+from ..kernels import batchnorm as kbn
+from ..kernels.layout import to_nchw, to_nhwc
+from ..kernels.parallel import parallel_for
 from ..validation import check_array
 
 
@@ -159,8 +162,130 @@ def batchnorm_backward_naive(dout, cache):
 
 
 # ----------------------------------------------------------------------------
-# fast: vectorised over the whole tensor
+# fast: channels-last Numba kernels, both cores (tqref.kernels.batchnorm)
 # ----------------------------------------------------------------------------
+
+# Below this many rows (pixels) a kernel runs on the calling thread: waking a
+# second thread costs more than it saves on the tiny arrays of a gradient check.
+_PARALLEL_MIN_ROWS = 4096
+
+
+class FastCache(dict):
+    """The fast version's cache: the keys of the module docstring, except
+    that ``"xhat"`` is not written by the forward pass (one tensor write
+    saved per layer); it is derived from the stored input on first access,
+    so the naive backward (and anyone reading the cache) still finds it.
+
+    Stored instead: ``"x_nhwc"`` (the input, channels-last), ``"mean"``
+    (the μ used), and for the fused version ``"out_nhwc"`` and ``"relu"``.
+    """
+
+    def __missing__(self, key):
+        if key != "xhat":
+            raise KeyError(key)
+        xh = self["x_nhwc"]
+        xhat = (xh - self["mean"]) * self["inv_std"]
+        self["xhat"] = to_nchw(xhat)
+        return self["xhat"]
+
+
+def _rows(a_nchw):
+    """(N, C, H, W) -> its (N·H·W, C) channels-last matrix (a view when possible)."""
+    return to_nhwc(a_nchw).reshape(-1, a_nchw.shape[1])
+
+
+def _fast_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                  residual=None, relu=False):
+    momentum, eps = float(momentum), float(eps)
+    N, C, H, W = x.shape
+    dtype = x.dtype
+    xh = to_nhwc(x)
+    x2 = xh.reshape(-1, C)
+    M = x2.shape[0]
+    if training:
+        parts = {}
+
+        def stats(t, r0, r1):
+            mean, m2 = np.empty(C), np.empty(C)
+            kbn.partial_stats(x2, r0, r1, mean, m2)
+            parts[t] = (r1 - r0, mean, m2)
+
+        parallel_for(stats, M, _PARALLEL_MIN_ROWS)
+        # Chan's merge of the per-thread (count, mean, M2)
+        n, mean, m2 = parts[0]
+        for t in range(1, len(parts)):
+            nb, mb, m2b = parts[t]
+            delta = mb - mean
+            total = n + nb
+            mean = mean + delta * (nb / total)
+            m2 = m2 + m2b + delta * delta * (n * nb / total)
+            n = total
+        var = m2 / M
+        running_mean *= 1.0 - momentum
+        running_mean += (momentum * mean).astype(dtype)
+        running_var *= 1.0 - momentum
+        running_var += (momentum * var * (M / (M - 1))).astype(dtype)
+    else:
+        mean = running_mean.astype(np.float64)
+        var = running_var.astype(np.float64)
+    inv_std64 = 1.0 / np.sqrt(var + eps)
+    mean_d, inv_std = mean.astype(dtype), inv_std64.astype(dtype)
+    scale = (gamma.astype(np.float64) * inv_std64).astype(dtype)
+    y = np.empty((N, H, W, C), dtype=dtype)
+    y2 = y.reshape(-1, C)
+    res2 = _rows(residual) if residual is not None else x2
+
+    def normalise(t, r0, r1):
+        kbn.apply(x2, res2, y2, r0, r1, mean_d, scale, beta, residual is not None, relu)
+
+    parallel_for(normalise, M, _PARALLEL_MIN_ROWS)
+    cache = FastCache(inv_std=inv_std, gamma=gamma, training=bool(training),
+                      x_nhwc=xh, mean=mean_d, relu=relu, out_nhwc=y if relu else None)
+    return to_nchw(y), cache
+
+
+def _fast_backward(dout, cache):
+    gamma, training = cache["gamma"], cache["training"]
+    N, C, H, W = dout.shape
+    dtype = dout.dtype
+    if "x_nhwc" in cache:
+        x2 = cache["x_nhwc"].reshape(-1, C)
+        mean, s = cache["mean"], cache["inv_std"]
+    else:  # a cache of the naive version: x̂ itself, with mean 0 and scale 1
+        x2 = _rows(cache["xhat"])
+        mean, s = np.zeros(C, dtype), np.ones(C, dtype)
+    relu = bool(cache.get("relu", False))
+    d2 = _rows(dout)
+    y2 = cache["out_nhwc"].reshape(-1, C) if relu else d2
+    M = d2.shape[0]
+    parts = {}
+
+    def sums(t, r0, r1):
+        s_dy, s_dyx = np.empty(C), np.empty(C)
+        kbn.backward_sums(d2, x2, y2, r0, r1, mean, s, relu, s_dy, s_dyx)
+        parts[t] = (s_dy, s_dyx)
+
+    parallel_for(sums, M, _PARALLEL_MIN_ROWS)
+    s_dy = sum(p[0] for p in parts.values())
+    s_dyx = sum(p[1] for p in parts.values())  # Σ dy·x̂ (x̂ from x, mean and s)
+    a = gamma.astype(np.float64) * cache["inv_std"].astype(np.float64)
+    if training:
+        b, e = a * s_dy / M, a * s_dyx / M * s.astype(np.float64)
+    else:
+        b, e = np.zeros(C), np.zeros(C)
+    a, b, e = a.astype(dtype), b.astype(dtype), e.astype(dtype)
+    dx = np.empty((N, H, W, C), dtype=dtype)
+    dx2 = dx.reshape(-1, C)
+    dsum = np.empty((N, H, W, C), dtype=dtype) if relu else dx
+    dsum2 = dsum.reshape(-1, C)
+
+    def input_gradient(t, r0, r1):
+        kbn.backward_dx(d2, x2, y2, dx2, dsum2, r0, r1, mean, a, b, e, relu, relu)
+
+    parallel_for(input_gradient, M, _PARALLEL_MIN_ROWS)
+    grads = (to_nchw(dx), s_dyx.astype(dtype), s_dy.astype(dtype))
+    return grads + ((to_nchw(dsum),) if relu else ())
+
 
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
                       momentum=0.1, eps=1e-5):
@@ -175,33 +300,13 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
     eps:          added to the variance before the square root
 
     Returns (out (N, C, H, W), cache); see the module docstring for the
-    equations and the cache contents.
+    equations and the cache contents (here a ``FastCache``).  Computed on
+    the channels-last (pixels, C) matrix, rows split over the cores; out is
+    channels-last memory with the NCHW shape.
     """
     _check_inputs("batchnorm_forward", x, gamma, beta, running_mean, running_var,
                   training, momentum, eps)
-    # Python floats keep the arithmetic in x's dtype (NumPy 2 treats them as weak).
-    momentum, eps = float(momentum), float(eps)
-    axes = (0, 2, 3)
-    if training:
-        m = x.shape[0] * x.shape[2] * x.shape[3]
-        mean = x.mean(axis=axes)
-        xc = x - mean[None, :, None, None]
-        # Two passes (mean, then squared deviations) rather than E[x²] − E[x]²,
-        # which cancels catastrophically in float32 when |μ| ≫ σ.
-        var = np.mean(xc * xc, axis=axes)
-        running_mean *= 1.0 - momentum
-        running_mean += momentum * mean
-        running_var *= 1.0 - momentum
-        running_var += momentum * var * (m / (m - 1))
-    else:
-        # Copies of the running statistics go into the cache through inv_std
-        # and xhat, so a later in-place update cannot change this backward.
-        xc = x - running_mean[None, :, None, None]
-        var = running_var
-    inv_std = 1.0 / np.sqrt(var + eps)
-    xhat = xc * inv_std[None, :, None, None]
-    out = gamma[None, :, None, None] * xhat + beta[None, :, None, None]
-    return out, {"xhat": xhat, "inv_std": inv_std, "gamma": gamma, "training": bool(training)}
+    return _fast_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps)
 
 
 def batchnorm_backward(dout, cache):
@@ -211,14 +316,52 @@ def batchnorm_backward(dout, cache):
     Training mode: dx = (γ/σ̃)/m · (m·dy − dβ − x̂·dγ), the compact form of
     (1/σ̃)/m · (m·dx̂ − Σdx̂ − x̂·Σ(dx̂·x̂)) with dx̂ = γ·dy.
     Evaluation mode: dx = (γ/σ̃) · dy.
+    Two passes: the per-channel sums dβ, dγ (per core, then added), then dx.
     """
-    xhat, inv_std, gamma = cache["xhat"], cache["inv_std"], cache["gamma"]
-    axes = (0, 2, 3)
-    dbeta = dout.sum(axis=axes)
-    dgamma = np.sum(dout * xhat, axis=axes)
-    scale = (gamma * inv_std)[None, :, None, None]
-    if not cache["training"]:
-        return dout * scale, dgamma, dbeta
-    m = dout.shape[0] * dout.shape[2] * dout.shape[3]
-    dx = (scale / m) * (m * dout - dbeta[None, :, None, None] - xhat * dgamma[None, :, None, None])
-    return dx, dgamma, dbeta
+    return _fast_backward(dout, cache)[:3]
+
+
+# ----------------------------------------------------------------------------
+# fused: batch norm, residual add and ReLU in one pass
+# ----------------------------------------------------------------------------
+
+def batchnorm_relu_forward_naive(x, gamma, beta, running_mean, running_var, training,
+                                 momentum=0.1, eps=1e-5, residual=None):
+    """out = ReLU(BN(x) + residual), composed from the naive pieces
+    (residual None: ReLU(BN(x))).  cache = (bn cache, out)."""
+    bn, bn_cache = batchnorm_forward_naive(x, gamma, beta, running_mean, running_var, training,
+                                           momentum, eps)
+    pre = bn if residual is None else bn + residual
+    out = np.where(pre > 0, pre, 0).astype(x.dtype)
+    return out, (bn_cache, out)
+
+
+def batchnorm_relu_backward_naive(dout, cache):
+    """-> (dx, dgamma, dbeta, dsum): dsum = dout·1[out > 0] is the gradient
+    of the pre-activation sum, i.e. of the residual; dx, dγ, dβ are the
+    batch-norm backward of dsum."""
+    bn_cache, out = cache
+    dsum = np.where(out > 0, dout, 0).astype(dout.dtype)
+    return batchnorm_backward_naive(dsum, bn_cache) + (dsum,)
+
+
+def batchnorm_relu_forward(x, gamma, beta, running_mean, running_var, training,
+                           momentum=0.1, eps=1e-5, residual=None):
+    """out = ReLU(BN(x) + residual) in one pass (residual None: ReLU(BN(x))).
+
+    Same arguments as :func:`batchnorm_forward`, plus ``residual`` (shape of
+    x, same dtype).  Neither BN(x) nor the sum is stored: the backward
+    recomputes x̂ from x and takes the ReLU mask from out.
+    """
+    _check_inputs("batchnorm_relu_forward", x, gamma, beta, running_mean, running_var,
+                  training, momentum, eps)
+    if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype):
+        raise ValueError(f"batchnorm_relu_forward: residual: expected shape {x.shape} and dtype "
+                         f"{x.dtype}, got {residual.shape} {residual.dtype}")
+    return _fast_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                         residual=residual, relu=True)
+
+
+def batchnorm_relu_backward(dout, cache):
+    """dout (N, C, H, W) -> (dx, dgamma, dbeta, dsum), as the naive twin."""
+    return _fast_backward(dout, cache)

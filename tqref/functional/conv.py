@@ -19,14 +19,20 @@ Two versions with the same signature:
 
 * ``conv2d_forward_naive`` / ``conv2d_backward_naive``: Python loops over
   (n, f, i, j), one window at a time; the formula above, line for line.
-* ``conv2d_forward`` / ``conv2d_backward``: im2col + matrix products (BLAS).
-  With cols = im2col(x): (N, K, L), K = C·HH·WW, L = H_out·W_out, and
-  w2 = w.reshape(F, K):
+* ``conv2d_forward`` / ``conv2d_backward``: im2col + matrix products (BLAS)
+  on channels-last memory.  With cols = im2col(x): (N·L, K), row
+  r = (n·H_out + i)·W_out + j, column k = (p·WW + q)·C + c, and
+  w_k = w.transpose(2, 3, 1, 0).reshape(K, F):
 
-      out[n]   = w2 @ cols[n]                 (F, K)·(K, L) -> (F, L)
-      dw       = Σ_n dout[n] @ cols[n]ᵀ       (F, L)·(L, K) -> (F, K)
-      dcols[n] = w2ᵀ @ dout[n]                (K, F)·(F, L) -> (K, L)
-      dx       = col2im(dcols)
+      out (N·L, F) = cols @ w_k                 (already NHWC: no transpose)
+      dw_k         = colsᵀ @ dout               (K, F)
+      dx           = conv(dout, flipped w)      stride 1
+                   = col2im(dout @ w_kᵀ)        otherwise
+
+  built a few images at a time per thread so the columns stay in cache
+  (``tqref.kernels.conv_nhwc`` explains the choices; the classic NCHW
+  ``im2col``/``col2im`` of ``tqref.kernels.im2col`` remain as readable
+  references).
 
 Only cheap shape/dtype checks are made here; scanning for NaN/inf is left
 to the layers (``tqref.nn``), which do it once per input.
@@ -34,7 +40,8 @@ to the layers (``tqref.nn``), which do it once per input.
 
 import numpy as np
 
-from tqref.kernels.im2col import col2im, im2col
+from tqref.kernels.conv_nhwc import conv_backward_nhwc, conv_forward_nhwc
+from tqref.kernels.layout import to_nchw, to_nhwc
 from tqref.validation import FLOAT_DTYPES, check_nonnegative_int, check_positive_int
 
 
@@ -165,52 +172,44 @@ def conv2d_backward_naive(dout, cache):
 
 
 # ----------------------------------------------------------------------------
-# Fast: im2col + BLAS
+# Fast: channels-last, cache-sized im2col + BLAS (tqref.kernels.conv_nhwc)
 # ----------------------------------------------------------------------------
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
     """x: (N, C, H, W), w: (F, C, HH, WW), b: (F,) or None -> out: (N, F, H_out, W_out).
 
-        out[n] = w.reshape(F, K) @ im2col(x)[n]  (+ b[:, None])
+        out[n, i, j, :] = Σ_{p,q,c} x_pad[n, i·s + p, j·s + q, c] · w[:, c, p, q]  (+ b)
 
-    cache = (x, w, b is not None, stride, padding).  The column matrix is
-    *not* cached: it is C·HH·WW/s² times larger than x (9× for a 3×3
-    kernel; ~75 MB per layer for a batch of 128 CIFAR images), while
-    recomputing it in the backward costs one cheap gather (a few ms).
+    computed channels-last: each thread gathers the patches of a few images
+    into a cache-sized column block and multiplies it by the weights
+    (``tqref.kernels.conv_nhwc``).  ``out`` has the NCHW shape but
+    channels-last memory (``tqref.kernels.layout``); x may have either.
+
+    cache = (x_nhwc, w, b is not None, stride, padding).  The column matrix
+    is never stored: the backward rebuilds each block as it needs it.
     """
     stride, padding, H_out, W_out = _check_inputs(x, w, b, stride, padding)
-    N = x.shape[0]
-    F, _, HH, WW = w.shape
-    cols = im2col(x, HH, WW, stride, padding)  # (N, K, L)
-    # One BLAS GEMM per image, broadcast over n; the (F, L) result of each is
-    # already out[n] in NCHW order, so reshaping is free.
-    out = np.matmul(w.reshape(F, -1), cols)  # (N, F, L)
+    xh = to_nhwc(x)
+    out = conv_forward_nhwc(xh, w, stride, padding)
     if b is not None:
-        out += b[:, None]
-    return out.reshape(N, F, H_out, W_out), (x, w, b is not None, stride, padding)
+        out += b  # NHWC: the bias runs along the last axis
+    return to_nchw(out), (xh, w, b is not None, stride, padding)
 
 
 def conv2d_backward(dout, cache):
     """dout: (N, F, H_out, W_out) -> dx: (N, C, H, W), dw: (F, C, HH, WW), db: (F,) or None.
 
-        dw       = Σ_n dout[n] @ cols[n]ᵀ
-        dcols[n] = w2ᵀ @ dout[n];   dx = col2im(dcols)
-        db       = Σ_{n,i,j} dout
+        dw = Σ_blocks cols(x)ᵀ @ dout          (per-thread partial sums, added at the end)
+        dx = conv(dout, flipped w) for stride 1, col2im(dout @ w_kᵀ) otherwise
+        db = Σ_{n,i,j} dout
     """
-    x, w, has_bias, stride, padding = cache
-    N, C, H, W = x.shape
+    xh, w, has_bias, stride, padding = cache
+    N, H, W, C = xh.shape
     F, _, HH, WW = w.shape
     H_out = conv_output_size(H, HH, stride, padding)
     W_out = conv_output_size(W, WW, stride, padding)
-    _check_dout(dout, (N, F, H_out, W_out), x.dtype, "conv2d_backward")
-    dout3 = np.ascontiguousarray(dout).reshape(N, F, H_out * W_out)  # (N, F, L)
-    cols = im2col(x, HH, WW, stride, padding)  # (N, K, L), recomputed: see conv2d_forward
-    # Batched GEMMs then a sum over n: measured faster than one big
-    # (F, N·L)·(N·L, K) GEMM, whose operands would first need transposed
-    # copies of dout and of the large cols.  cols.transpose is a strided
-    # view that BLAS consumes directly as a transposed operand.
-    dw = np.matmul(dout3, cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
-    dcols = np.matmul(w.reshape(F, -1).T, dout3)  # (N, K, L)
-    dx = col2im(dcols, x.shape, HH, WW, stride, padding)
-    db = dout3.sum(axis=(0, 2)) if has_bias else None
-    return dx, dw, db
+    _check_dout(dout, (N, F, H_out, W_out), xh.dtype, "conv2d_backward")
+    douth = to_nhwc(dout)
+    dxh, dw = conv_backward_nhwc(xh, w, douth, stride, padding)
+    db = douth.reshape(-1, F).sum(axis=0) if has_bias else None
+    return to_nchw(dxh), dw, db

@@ -23,6 +23,7 @@ maximum in row-major window order (0,0), (0,1), (1,0), (1,1), like
 
 import numpy as np
 
+from ..kernels.layout import to_nchw, to_nhwc
 from ..validation import check_array
 
 
@@ -65,18 +66,21 @@ def global_avg_pool_backward_naive(dout, cache):
 
 
 def global_avg_pool_forward(x):
-    """x (N, C, H, W) -> (out (N, C), cache = (x.shape, x.dtype))."""
+    """x (N, C, H, W) -> (out (N, C), cache = (x.shape, x.dtype)).
+    The mean runs over the rows of the channels-last (N, H·W, C) view."""
     _check_gap_input("global_avg_pool_forward", x)
-    return x.mean(axis=(2, 3)), (x.shape, x.dtype)
+    N, C, H, W = x.shape
+    return to_nhwc(x).reshape(N, H * W, C).mean(axis=1), (x.shape, x.dtype)
 
 
 def global_avg_pool_backward(dout, cache):
-    """dout (N, C) -> dx (N, C, H, W), every pixel gets dout / (H·W)."""
-    shape, dtype = cache
-    dx = np.empty(shape, dtype=dtype)
+    """dout (N, C) -> dx (N, C, H, W), every pixel gets dout / (H·W);
+    channels-last memory."""
+    (N, C, H, W), dtype = cache
+    dx = np.empty((N, H, W, C), dtype=dtype)
     # Assign instead of returning np.broadcast_to: callers may write into dx.
-    dx[...] = (dout / (shape[2] * shape[3]))[:, :, None, None]
-    return dx
+    dx[...] = (dout / (H * W))[:, None, None, :]
+    return to_nchw(dx)
 
 
 # ----------------------------------------------------------------------------

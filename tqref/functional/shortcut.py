@@ -27,6 +27,7 @@ caller updating one gradient in place cannot change the other.
 
 import numpy as np
 
+from ..kernels.layout import to_nchw, to_nhwc
 from ..validation import check_array, check_positive_int
 
 
@@ -73,24 +74,26 @@ def option_a_shortcut_backward_naive(dout, cache):
 
 def option_a_shortcut_forward(x, out_channels):
     """x (N, C, H, W), out_channels ≥ C ->
-    (out (N, out_channels, ⌈H/2⌉, ⌈W/2⌉), cache = (x.shape, p))."""
+    (out (N, out_channels, ⌈H/2⌉, ⌈W/2⌉), cache = (x.shape, p)).
+
+    Computed channels-last (out is channels-last memory, NCHW shape):
+    out_nhwc[:, :, :, p : p + C] = x_nhwc[:, ::2, ::2, :]."""
     out_channels = _check_shortcut("option_a_shortcut_forward", x, out_channels)
     N, C, H, W = x.shape
     p = (out_channels - C) // 2
-    sub = x[:, :, ::2, ::2]
-    out = np.zeros((N, out_channels) + sub.shape[2:], dtype=x.dtype)
-    out[:, p : p + C] = sub
-    return out, (x.shape, p)
+    sub = to_nhwc(x)[:, ::2, ::2, :]
+    out = np.zeros(sub.shape[:3] + (out_channels,), dtype=x.dtype)
+    out[..., p : p + C] = sub
+    return to_nchw(out), (x.shape, p)
 
 
 def option_a_shortcut_backward(dout, cache):
-    """dout (N, out_channels, ⌈H/2⌉, ⌈W/2⌉) -> dx (N, C, H, W)."""
-    shape, p = cache
-    C = shape[1]
-    dx = np.zeros(shape, dtype=dout.dtype)
+    """dout (N, out_channels, ⌈H/2⌉, ⌈W/2⌉) -> dx (N, C, H, W), channels-last memory."""
+    (N, C, H, W), p = cache
+    dx = np.zeros((N, H, W, C), dtype=dout.dtype)
     # The padded channels are constants: their gradient is dropped.
-    dx[:, :, ::2, ::2] = dout[:, p : p + C]
-    return dx
+    dx[:, ::2, ::2, :] = to_nhwc(dout)[..., p : p + C]
+    return to_nchw(dx)
 
 
 # ----------------------------------------------------------------------------
@@ -115,7 +118,7 @@ def _check_add_grad(fn, dout, shape):
 def add_forward_naive(a, b):
     """Loop version of :func:`add_forward`."""
     _check_add("add_forward_naive", a, b)
-    out = np.empty_like(a)
+    out = np.empty(a.shape, dtype=a.dtype)  # C order: out.reshape(-1) is a view, whatever a's layout
     fa, fb, fo = a.reshape(-1), b.reshape(-1), out.reshape(-1)
     for k in range(fa.size):
         fo[k] = fa[k] + fb[k]

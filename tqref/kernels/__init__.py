@@ -1,11 +1,23 @@
 """Numba kernels that the fast operations in ``tqref.functional`` call.
 
-Each kernel has a ``*_naive`` twin with the same signature, written with
-NumPy slicing or plain loops, that the tests hold it equal to.  The kernels
+Each kernel has a naive twin written with NumPy slicing or plain loops that
+the tests hold it equal to: a ``*_naive`` function beside it (im2col,
+col2im, the row columns), or the ``*_naive`` operation of
+``tqref.functional`` it serves (batch norm, ReLU, the quantizer's
+``ternarize_expansions_naive``).  The kernels
 run with ``NUMBA_DISABLE_JIT=1`` too (slowly): ``prange`` then is ``range``.
 
-    im2col.py   im2col / col2im: the gather and scatter behind a convolution
-                as a matrix product
+    im2col.py      im2col / col2im in NCHW: the classic gather and scatter behind a
+                   convolution as a matrix product (the readable reference)
+    conv_nhwc.py   the convolution the fast ops use: channels-last, cache-sized
+                   column blocks, one-thread BLAS per core
+    batchnorm.py   batch norm statistics, and BN (+ residual add) + ReLU fused, forward and backward
+    elementwise.py ReLU forward/backward, add
+    reduce.py      the NaN/inf scan of every layer's input
+    quantize.py    the paper's quantizer: Δ, α and codes of all t_ex expansions in two passes
+    layout.py      NCHW shapes over channels-last memory (why: conv_nhwc.py)
+    parallel.py    parallel_for: each core runs the kernels and BLAS on its own slice of the batch
+    augment.py     data augmentation
 """
 
 import os

@@ -21,24 +21,25 @@ class BasicBlock(Module):
         super().__init__()
         self.conv1 = Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False, dtype=dtype, rng=rng)
         self.bn1 = BatchNorm2d(planes, dtype=dtype)
-        self.relu1 = ReLU()
+        self.relu1 = ReLU()  # relu1, relu2: the structure; forward runs them fused into bn1, bn2
         self.conv2 = Conv2d(planes, planes, 3, stride=1, padding=1, bias=False, dtype=dtype, rng=rng)
         self.bn2 = BatchNorm2d(planes, dtype=dtype)
         self.relu2 = ReLU()
         self.shortcut = OptionAShortcut(in_planes, planes) if (stride != 1 or in_planes != planes) else None
 
     def forward(self, x):
-        out = self.relu1.forward(self.bn1.forward(self.conv1.forward(x)))
-        out = self.bn2.forward(self.conv2.forward(out))
+        # Unfused, this is:
+        #   out = relu1(bn1(conv1(x)));  out = relu2(bn2(conv2(out)) + shortcut(x))
+        # BatchNorm2d.forward_relu does each "BN (+ add) + ReLU" in one pass.
+        out = self.bn1.forward_relu(self.conv1.forward(x))
         skip = x if self.shortcut is None else self.shortcut.forward(x)
-        out, self._add_cache = F.add_forward(out, skip)
-        return self.relu2.forward(out)
+        return self.bn2.forward_relu(self.conv2.forward(out), residual=skip)
 
     def backward(self, dout):
-        # the derivative of the forward, read from the bottom up
-        dsum = self.relu2.backward(dout)
-        dmain, dskip = F.add_backward(dsum, self._add_cache)
-        dx_skip = dskip if self.shortcut is None else self.shortcut.backward(dskip)
-        dmain = self.conv2.backward(self.bn2.backward(dmain))
-        dx_main = self.conv1.backward(self.bn1.backward(self.relu1.backward(dmain)))
+        # the derivative of the forward, read from the bottom up; dsum is the
+        # gradient of the sum before relu2, which flows unchanged to both branches
+        dmain, dsum = self.bn2.backward_relu(dout)
+        dx_skip = dsum if self.shortcut is None else self.shortcut.backward(dsum)
+        dmain, _ = self.bn1.backward_relu(self.conv2.backward(dmain))
+        dx_main = self.conv1.backward(dmain)
         return dx_main + dx_skip

@@ -1,0 +1,335 @@
+"""The speed kernels (channels-last convolution, fused batch norm, ReLU, the
+NaN scan, the one-pass quantizer, the thread splitter) against their naive
+twins, plus a run with the JIT switched off.
+
+Float64 comparisons are (near) exact; float32 ones use a tolerance scaled
+to the largest entry, as in tests/test_conv.py.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tqref import nn
+from tqref.functional import (
+    batchnorm_relu_backward, batchnorm_relu_backward_naive, batchnorm_relu_forward,
+    batchnorm_relu_forward_naive, conv2d_backward, conv2d_backward_naive, conv2d_forward,
+    conv2d_forward_naive, relu_backward, relu_backward_naive, relu_forward, relu_forward_naive,
+)
+from tqref.gradcheck import check_gradient, check_module_gradients
+from tqref.kernels import conv_nhwc as kc
+from tqref.kernels import parallel
+from tqref.kernels.layout import is_channels_last, to_nchw, to_nhwc
+from tqref.kernels.reduce import all_finite
+from tqref.ternary.quantize import effective_weight, ternarize_expansions, ternarize_expansions_naive
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def close(actual, expected, rtol, name):
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{name}: dtype {actual.dtype} != {expected.dtype}"
+    scale = max(float(np.max(np.abs(expected))), 1e-30)
+    err = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
+    assert err <= rtol * scale, f"{name}: max abs error {err:.3e} > {rtol:.0e} * {scale:.3e}"
+
+
+# ----------------------------------------------------------------------------
+# channels-last im2col / col2im / row columns
+# ----------------------------------------------------------------------------
+
+GRID = [(k, s, p) for k in [(1, 1), (3, 3), (3, 2)] for s in [1, 2] for p in [0, 1, 2]]
+
+
+@pytest.mark.parametrize("kernel, stride, padding", GRID)
+def test_im2col_col2im_nhwc_match_naive_and_are_adjoint(kernel, stride, padding):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 7, 5, 4))  # (N, H, W, C), odd sizes
+    HH, WW = kernel
+    cols = kc.im2col_nhwc(x, 1, 3, HH, WW, stride, padding, padding)
+    np.testing.assert_array_equal(cols, kc.im2col_nhwc_naive(x, 1, 3, HH, WW, stride, padding, padding))
+    c = rng.standard_normal(cols.shape)
+    dx = kc.col2im_nhwc(c, np.zeros_like(x), 1, 3, HH, WW, stride, padding, padding)
+    dx_n = kc.col2im_nhwc_naive(c, np.zeros_like(x), 1, 3, HH, WW, stride, padding, padding)
+    close(dx, dx_n, 1e-13, "col2im")
+    assert np.all(dx[0] == 0)  # images outside [n0, n1) untouched
+    # ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩
+    assert abs(np.sum(cols * c) - np.sum(x * dx)) < 1e-10 * np.sqrt(c.size)
+
+
+@pytest.mark.parametrize("WW, pad", [(3, 1), (3, 0), (1, 0), (3, 2)])
+def test_row_columns_match_naive(WW, pad):
+    x = np.random.default_rng(1).standard_normal((4, 6, 5, 3)).astype(np.float32)
+    Wo = 5 + 2 * pad - WW + 1
+    out = np.full((2 * (6 + 2 * pad) * Wo, WW * 3), np.nan, np.float32)
+    kc._row_cols_kernel(x, 1, 3, out, WW, pad, pad, Wo)
+    np.testing.assert_array_equal(out, kc.row_cols_nhwc_naive(x, 1, 3, WW, pad, pad))
+
+
+# ----------------------------------------------------------------------------
+# the convolution, at ResNet shapes and with both threads
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("C, F, hw, stride", [(3, 16, 12, 1), (16, 16, 10, 1), (16, 32, 10, 2), (8, 8, 5, 1)])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-5)], ids=["f64", "f32"])
+def test_conv_fast_equals_naive_at_resnet_shapes(C, F, hw, stride, dtype, rtol):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, C, hw, hw)).astype(dtype)  # 5 images: uneven split over threads
+    w = rng.standard_normal((F, C, 3, 3)).astype(dtype)
+    out_f, cache_f = conv2d_forward(x, w, None, stride, 1)
+    out_n, cache_n = conv2d_forward_naive(x, w, None, stride, 1)
+    assert is_channels_last(out_f)
+    close(out_f, out_n, rtol, "out")
+    dout = rng.standard_normal(out_n.shape).astype(dtype)
+    dx_f, dw_f, _ = conv2d_backward(to_nchw(np.ascontiguousarray(to_nhwc(dout))), cache_f)
+    dx_n, dw_n, _ = conv2d_backward_naive(dout, cache_n)
+    close(dx_f, dx_n, rtol, "dx")
+    close(dw_f, dw_n, rtol, "dw")
+
+
+def test_conv_block_sizes_do_not_change_the_result(monkeypatch):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 4, 9, 9))
+    w = rng.standard_normal((5, 4, 3, 3))
+    dout = rng.standard_normal((6, 5, 9, 9))
+    ref = [conv2d_forward(x, w, None, 1, 1)[0]]
+    ref += conv2d_backward(dout, conv2d_forward(x, w, None, 1, 1)[1])[:2]
+    for block_bytes in (1, 3000, 1 << 30):  # one image per block, a few, all
+        monkeypatch.setattr(kc, "COLUMN_BLOCK_BYTES", block_bytes)
+        out, cache = conv2d_forward(x, w, None, 1, 1)
+        got = [out] + list(conv2d_backward(dout, cache)[:2])
+        for a, b in zip(got, ref):
+            close(a, b, 1e-13, f"block {block_bytes}")
+
+
+def test_conv_on_one_thread_equals_two(monkeypatch):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 8, 8, 8))
+    w = rng.standard_normal((8, 8, 3, 3))
+    out2, cache = conv2d_forward(x, w, None, 1, 1)
+    grads2 = conv2d_backward(np.ones_like(out2), cache)
+    monkeypatch.setattr(parallel, "num_threads", lambda: 1)
+    out1, cache = conv2d_forward(x, w, None, 1, 1)
+    grads1 = conv2d_backward(np.ones_like(out1), cache)
+    close(out1, out2, 1e-13, "out")
+    for a, b in zip(grads1[:2], grads2[:2]):
+        close(a, b, 1e-12, "grad")
+
+
+# ----------------------------------------------------------------------------
+# fused batch norm + residual + ReLU
+# ----------------------------------------------------------------------------
+
+def _bn_inputs(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    C = shape[1]
+    x = (rng.normal(2.0, 1.5, shape) * rng.uniform(0.5, 2.0, (1, C, 1, 1))).astype(dtype)
+    params = [rng.uniform(0.5, 1.5, C).astype(dtype), rng.normal(0, 1, C).astype(dtype),
+              rng.normal(0, 1, C).astype(dtype), rng.uniform(0.5, 2.0, C).astype(dtype)]
+    res = rng.normal(0, 1, shape).astype(dtype)
+    # |dout| ≥ 0.5: a numeric gradient's relative error means little on tiny entries
+    dout = (rng.choice([-1, 1], shape) * rng.uniform(0.5, 1.5, shape)).astype(dtype)
+    return x, params, res, dout
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 2e-5)], ids=["f64", "f32"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (64, 8, 8, 8)])  # the second crosses the threading threshold
+def test_batchnorm_relu_fast_equals_naive(dtype, rtol, training, with_residual, shape):
+    x, (g, b, rm, rv), res, dout = _bn_inputs(shape, dtype)
+    res = res if with_residual else None
+    rm_f, rv_f, rm_n, rv_n = rm.copy(), rv.copy(), rm.copy(), rv.copy()
+    out_f, cache_f = batchnorm_relu_forward(x, g, b, rm_f, rv_f, training, 0.3, 1e-5, residual=res)
+    out_n, cache_n = batchnorm_relu_forward_naive(x, g, b, rm_n, rv_n, training, 0.3, 1e-5, residual=res)
+    close(out_f, out_n, rtol, "out")
+    close(rm_f, rm_n, rtol, "running_mean")
+    close(rv_f, rv_n, rtol, "running_var")
+    close(cache_f["xhat"], cache_n[0]["xhat"], rtol, "xhat (derived on demand)")
+    for name, a, c in zip(("dx", "dgamma", "dbeta", "dsum"), batchnorm_relu_backward(dout, cache_f),
+                          batchnorm_relu_backward_naive(dout, cache_n)):
+        close(a, c, rtol * 10, name)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batchnorm_relu_gradients_match_numeric(training):
+    x, (g, b, rm, rv), res, dout = _bn_inputs((2, 3, 4, 3), np.float64, seed=5)
+
+    def f():
+        return batchnorm_relu_forward(x, g, b, rm.copy(), rv.copy(), training, residual=res)[0]
+
+    _, cache = batchnorm_relu_forward(x, g, b, rm.copy(), rv.copy(), training, residual=res)
+    dx, dg, db, dsum = batchnorm_relu_backward(dout, cache)
+    check_gradient(f, x, dx, dout, tol=1e-6, name="x")
+    check_gradient(f, g, dg, dout, tol=1e-6, name="gamma")
+    check_gradient(f, b, db, dout, tol=1e-6, name="beta")
+    check_gradient(f, res, dsum, dout, tol=1e-6, name="residual")
+
+
+def test_basic_block_fused_equals_unfused_layers():
+    block = nn.BasicBlock(4, 8, stride=2, rng=0).astype(np.float64)
+    x = np.random.default_rng(6).standard_normal((3, 4, 6, 6))
+    out = block.forward(x)
+    # the same block, layer by layer, with the plain (unfused) forward of each module
+    h = block.relu1.forward(block.bn1.forward(block.conv1.forward(x)))
+    h = block.bn2.forward(block.conv2.forward(h))
+    ref = block.relu2.forward(h + block.shortcut.forward(x))
+    close(out, ref, 1e-12, "block output")
+    errors = check_module_gradients(block, x, n_directions=2, rng=np.random.default_rng(0))
+    assert max(errors) < 1e-6
+
+
+# ----------------------------------------------------------------------------
+# ReLU, layouts, the NaN scan
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_relu_fast_equals_naive_in_both_layouts(layout):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((130, 4, 16, 8)).astype(np.float32)  # > threading threshold
+    if layout == "channels_last":
+        x = to_nchw(np.ascontiguousarray(to_nhwc(x)))
+    dout = rng.standard_normal(x.shape).astype(np.float32)  # C order: a layout mismatch on purpose
+    out_f, cache_f = relu_forward(x)
+    out_n, cache_n = relu_forward_naive(x)
+    assert is_channels_last(out_f) == (layout == "channels_last")
+    np.testing.assert_array_equal(out_f, out_n)
+    np.testing.assert_array_equal(relu_backward(dout, cache_f), relu_backward_naive(dout, cache_n))
+
+
+def test_naive_elementwise_twins_accept_channels_last_input():
+    # they flatten with reshape(-1); their outputs must not be views that reshape copies
+    from tqref.functional import add_forward, add_forward_naive
+    x = to_nchw(np.random.default_rng(10).standard_normal((2, 5, 4, 3)))
+    np.testing.assert_array_equal(relu_forward_naive(x)[0], np.maximum(x, 0))
+    np.testing.assert_array_equal(relu_backward_naive(x, x), np.where(x > 0, x, 0))
+    np.testing.assert_array_equal(add_forward_naive(x, x)[0], add_forward(x, x)[0])
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4, 5), (70, 8, 16, 16)])
+def test_all_finite_finds_every_nan_and_inf(shape):
+    rng = np.random.default_rng(8)
+    for layout in ("c", "channels_last", "strided"):
+        x = rng.standard_normal(shape).astype(np.float32)
+        if layout == "channels_last" and x.ndim == 4:
+            x = to_nchw(np.ascontiguousarray(to_nhwc(x)))
+        if layout == "strided":
+            x = np.repeat(x, 2, axis=-1)[..., ::2]
+        assert all_finite(x)
+        for value in (np.nan, np.inf, -np.inf):
+            for idx in ((0,) * x.ndim, tuple(s - 1 for s in x.shape)):
+                y = x.copy(order="K")
+                y[idx] = value
+                assert not all_finite(y), (layout, value, idx)
+
+
+# ----------------------------------------------------------------------------
+# the one-pass quantizer
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("factors", [(0.05,), (0.05, 0.10), (0.05, 0.10, 0.15, 0.20)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_quantizer_kernel_equals_naive(factors, dtype):
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(dtype)
+    m = float(np.abs(w).max())
+    w[0, 0, 0, :2] = [0.05 * m, -0.05 * m]  # ties at ±Δ_1 (exactly, when representable)
+    w[1, 0, 0, 0] = -m
+    fast = ternarize_expansions(w, factors)
+    naive = ternarize_expansions_naive(w, factors)
+    for a, b in zip(fast, naive):
+        np.testing.assert_array_equal(a.codes, b.codes)
+        assert a.codes.dtype == np.int8 and a.codes.shape == w.shape
+        assert a.threshold == b.threshold
+        assert abs(a.alpha - b.alpha) <= 1e-13 * b.alpha
+    close(effective_weight(fast, dtype), effective_weight(naive, dtype), 1e-7, "W_eff")
+
+
+def test_quantizer_kernel_all_zero_weight():
+    w = np.zeros((4, 3, 3, 3), np.float32)
+    for a in ternarize_expansions(w, (0.05, 0.10)):
+        assert a.alpha == 0.0 and a.threshold == 0.0 and not a.codes.any()
+
+
+# ----------------------------------------------------------------------------
+# the thread splitter
+# ----------------------------------------------------------------------------
+
+def test_parallel_for_covers_the_range_once_and_reraises():
+    seen = []
+    parallel.parallel_for(lambda t, a, b: seen.append((t, a, b)), 11)
+    covered = sorted(i for _, a, b in seen for i in range(a, b))
+    assert covered == list(range(11))
+    assert len({t for t, _, _ in seen}) == len(seen)
+
+    def boom(t, a, b):
+        if t == len(seen) - 1:
+            raise RuntimeError("slice failed")
+
+    with pytest.raises(RuntimeError, match="slice failed"):
+        parallel.parallel_for(boom, 11)
+
+
+def test_parallel_for_restores_the_blas_thread_count():
+    before = [c.get_num_threads() for c in parallel._blas_controllers()]
+    parallel.parallel_for(lambda t, a, b: None, 8)
+    assert [c.get_num_threads() for c in parallel._blas_controllers()] == before
+
+
+# ----------------------------------------------------------------------------
+# with the JIT switched off
+# ----------------------------------------------------------------------------
+
+_NOJIT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numba
+    import numpy as np
+    from tqref import nn
+    from tqref.kernels import batchnorm, conv_nhwc, elementwise, quantize, reduce
+    from tqref.ternary.quantize import ternarize_expansions
+
+    assert numba.config.DISABLE_JIT, "NUMBA_DISABLE_JIT was not honoured"
+    for f in (conv_nhwc._row_cols_kernel, conv_nhwc._im2col_kernel, batchnorm.apply,
+              elementwise.relu_forward, reduce._count_not_finite, quantize._codes_and_sums):
+        assert not hasattr(f, "py_func"), f
+
+    rng = np.random.default_rng(12)
+    block = nn.BasicBlock(2, 4, stride=2, rng=0).astype(np.float64)
+    x = rng.standard_normal((2, 2, 6, 5))
+    out = block.forward(x)
+    dx = block.backward(rng.standard_normal(out.shape))
+    grads = {k: v.copy() for k, v in block.named_gradients()}
+    codes = np.stack([t.codes for t in ternarize_expansions(rng.standard_normal((4, 2, 3, 3)), (0.05, 0.1))])
+    np.savez(sys.argv[1], out=out, dx=dx, codes=codes, **grads)
+    """
+)
+
+
+def test_fast_kernels_run_with_jit_disabled(tmp_path):
+    script = tmp_path / "nojit.py"
+    script.write_text(_NOJIT_SCRIPT)
+    result_file = tmp_path / "nojit.npz"
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, str(script), str(result_file)], env=env, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"subprocess failed:\n{proc.stdout}\n{proc.stderr}"
+    nojit = np.load(result_file)
+
+    rng = np.random.default_rng(12)
+    block = nn.BasicBlock(2, 4, stride=2, rng=0).astype(np.float64)
+    x = rng.standard_normal((2, 2, 6, 5))
+    out = block.forward(x)
+    dx = block.backward(rng.standard_normal(out.shape))
+    close(nojit["out"], out, 1e-12, "out")
+    close(nojit["dx"], dx, 1e-12, "dx")
+    for k, v in block.named_gradients():
+        close(nojit[k], v, 1e-12, k)
+    codes = np.stack([t.codes for t in ternarize_expansions(rng.standard_normal((4, 2, 3, 3)), (0.05, 0.1))])
+    np.testing.assert_array_equal(nojit["codes"], codes)
