@@ -127,3 +127,48 @@ def test_nb05_ex3_expansion_versus_best_single_threshold():
     # threshold (≈ 0.43 vs ≈ 0.44); t_ex = 4 clearly does.
     assert t_ex2 < best_single < t_ex2 + 0.03
     assert t_ex4 < best_single - 0.1
+
+
+# ------------------------------------------------ 03 ternarization
+CHECKPOINT = __import__("pathlib").Path(__file__).resolve().parent.parent / "notebooks" / "checkpoints" / "resnet20_fp.npz"
+
+
+def _trained_layer():
+    from tqref.io import load_model
+    if not CHECKPOINT.is_file():
+        pytest.skip("notebooks/checkpoints/resnet20_fp.npz not present")
+    return load_model(CHECKPOINT)[0].layer3[0].conv2.params["weight"].astype(np.float64)
+
+
+def test_nb03_ex1_gaussian_sparsity_at_delta_005():
+    from math import erf, sqrt
+    # with max|W| = 4σ, Δ = 0.2σ and the zero fraction is P(|Z| < 0.2) = erf(0.2/√2) ≈ 0.159
+    assert abs(erf(0.05 * 4 / sqrt(2)) - 0.1585) < 1e-3
+    # check on a random tensor: there max|W| is whatever it is, so use its own ratio
+    w = np.random.default_rng(0).standard_normal(20_000) * 0.1
+    ratio = np.abs(w).max() / w.std()
+    expected = erf(0.05 * ratio / sqrt(2))
+    assert abs(ternarize(w).sparsity - expected) < 0.01
+
+
+def test_nb03_ex2_twn_rule_zeroes_far_more():
+    w = _trained_layer()
+    twn = ternarize(w, 0.7, threshold_rule="twn")
+    assert np.isclose(twn.threshold, 0.7 * np.abs(w).mean())
+    assert twn.sparsity > 2 * ternarize(w).sparsity
+
+
+def test_nb03_ex3_per_channel_alpha_with_fixed_codes_never_worse():
+    w = _trained_layer()
+    per_layer = ternarize(w)
+
+    def error(w_prime):
+        return np.linalg.norm(w - w_prime) / np.linalg.norm(w)
+
+    # same codes, α chosen per channel: each channel's least-squares α, so never worse
+    alphas = np.array([np.abs(w[f][per_layer.codes[f] != 0]).mean() for f in range(w.shape[0])])
+    same_codes = alphas[:, None, None, None] * per_layer.codes
+    assert error(same_codes) <= error(per_layer.weight(np.float64)) + 1e-12
+    # Δ per channel changes the codes too: no such guarantee, it is measured
+    per_channel = ternarize(w, per_channel=True)
+    assert np.isfinite(error(per_channel.weight(np.float64)))
