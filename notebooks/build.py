@@ -59,17 +59,28 @@ def make_notebook(source_path):
 
 
 def scrub_paths(nb):
-    """Replace absolute machine paths in outputs by placeholders."""
-    repo = str(HERE.parent)
-    home = str(Path.home())
-    pattern = re.compile(re.escape(repo) + r"|" + re.escape(home))
+    """Replace machine paths in outputs by placeholders: the repository, the
+    data folder (``$TQREF_DATA``), temporary folders and the home folder."""
+    import os
+    import tempfile
+    places = [(str(HERE.parent), "…")]
+    if os.environ.get("TQREF_DATA"):
+        data = Path(os.environ["TQREF_DATA"])
+        places += [(str(data.resolve()), "$TQREF_DATA"), (str(data.absolute()), "$TQREF_DATA")]
+    places += [(str(Path.home()), "~")]
+    alternatives = [re.escape(tempfile.gettempdir()) + r"/[\w.-]+"] + [re.escape(p) for p, _ in places]
+    names = ["<tmp>"] + [name for _, name in places]
+    pattern = re.compile("|".join(f"({a})" for a in alternatives))
+
+    def replace(match):
+        return names[match.lastindex - 1]
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             if "text" in output:
-                output["text"] = pattern.sub("…", output["text"])
+                output["text"] = pattern.sub(replace, output["text"])
             for key, value in output.get("data", {}).items():
                 if key.startswith("text/") and isinstance(value, str):
-                    output["data"][key] = pattern.sub("…", value)
+                    output["data"][key] = pattern.sub(replace, value)
     return nb
 
 

@@ -172,3 +172,87 @@ def test_nb03_ex3_per_channel_alpha_with_fixed_codes_never_worse():
     # Δ per channel changes the codes too: no such guarantee, it is measured
     per_channel = ternarize(w, per_channel=True)
     assert np.isfinite(error(per_channel.weight(np.float64)))
+
+
+# ------------------------------------------------ 06 training
+def _test_subset():
+    from tqref.data import DataError, load_cifar10
+    try:
+        data = load_cifar10(verbose=False)
+    except DataError as err:
+        pytest.skip(f"needs CIFAR-10: {err}")
+    return data
+
+
+def _converted_accuracy(data, **options):
+    from tqref.data import normalize
+    from tqref.io import load_model
+    from tqref.ternary import ternarize_model
+    from tqref.train import evaluate
+    model = ternarize_model(load_model(CHECKPOINT)[0], **options).train()
+    for start in range(0, 20 * 128, 128):  # the notebook's BN re-estimation
+        model.forward(normalize(data["train_images"][start:start + 128]))
+    return evaluate(model.eval(), data["test_images"][:2000], data["test_labels"][:2000])["top1"]
+
+
+def test_nb06_ex1_and_ex2_expansion_and_kept_layers_after_bn_reestimation():
+    _trained_layer()  # skips without the checkpoint
+    from tqref.io import load_model
+    from tqref.train import evaluate
+    data = _test_subset()
+    fp = evaluate(load_model(CHECKPOINT)[0], data["test_images"][:2000], data["test_labels"][:2000])["top1"]
+    t1, t2 = _converted_accuracy(data, t_ex=1), _converted_accuracy(data, t_ex=2)
+    kept = _converted_accuracy(data, t_ex=1, keep_first=True, keep_last=True)
+    assert abs(fp - t2) < abs(fp - t1)      # ex. 1: t_ex = 2 starts much closer
+    assert t1 < kept <= fp + 0.02           # ex. 2: the first and last layers account for part of the loss
+
+
+def test_nb06_ex3_where_latent_and_ternary_weights_meet():
+    import inspect
+    from tqref.nn.layers import WeightedLayer
+    from tqref.ternary.layers import TernaryMixin
+    from tqref.train import Trainer
+    source = inspect.getsource(Trainer.train_epoch)
+    assert "self.model.forward(x)" in source and "self.optimizer.step()" in source  # latent W updated here
+    assert "self.weight_for_forward()" in inspect.getsource(WeightedLayer.forward)
+    assert "effective_weight" in inspect.getsource(TernaryMixin.weight_for_forward)  # α·T made here, per forward
+
+
+# ------------------------------------------------ 07 compression and speed
+def test_nb07_ex1_log2_3_bits_and_base3():
+    from tqref.deploy import export_packed
+    from tqref.models import resnet20
+    from tqref.ternary import ternarize_model
+    n_codes = 268_336
+    ideal = n_codes * np.log2(3) / 8
+    assert round(ideal) == 53_163
+    # base-3 packs 5 codes per byte: 8/5 = 1.6 bits, 0.9 % above log2(3)
+    assert abs(8 / 5 / np.log2(3) - 1.0095) < 1e-3
+    import tempfile
+    from pathlib import Path
+    folder = Path(tempfile.mkdtemp())
+    model = ternarize_model(resnet20(seed=0))
+    two_bit = export_packed(model, folder / "a.npz", packing="2bit")
+    base3 = export_packed(model, folder / "b.npz", packing="base3")
+    assert 0.9 * (n_codes / 4 - n_codes / 5) < two_bit - base3 < 1.1 * (n_codes / 4 - n_codes / 5)
+
+
+def test_nb07_ex2_t_ex2_file_grows_less_than_twice():
+    import tempfile
+    from pathlib import Path
+    from tqref.deploy import export_packed
+    from tqref.models import resnet20
+    from tqref.ternary import ternarize_model
+    folder = Path(tempfile.mkdtemp())
+    one = export_packed(ternarize_model(resnet20(seed=0)), folder / "1.npz")
+    two = export_packed(ternarize_model(resnet20(seed=0), t_ex=2), folder / "2.npz")
+    assert 1.7 < two / one < 2.0  # the codes double; BN scale/shift, metadata and headers do not
+
+
+def test_nb07_ex3_share_of_macs_in_the_first_stage():
+    from tqref.models import resnet20
+    from tqref.summary import model_summary
+    layers = model_summary(resnet20()).layers
+    stage1 = sum(layer["macs"] for layer in layers if layer["name"].startswith("layer1."))
+    total = sum(layer["macs"] for layer in layers)
+    assert stage1 == 6 * 2_359_296 and abs(stage1 / total - 0.349) < 0.001

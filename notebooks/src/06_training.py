@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tqref.data import load_cifar10
+from tqref.data import load_cifar10, normalize
 from tqref.io import load_model
 from tqref.ternary import ternarize_model
 from tqref.train import TrainConfig, Trainer, evaluate, read_log
@@ -30,6 +30,33 @@ fp = evaluate(fp_model, test_images, test_labels)
 converted = evaluate(ternarize_model(load_model(CHECKPOINT)[0]), test_images, test_labels)
 print(f"full precision (epoch {ckpt.epoch}):          top-1 {fp['top1']:.3f} on the first 2,000 test images")
 print(f"ternarized as is, no fine-tuning:  top-1 {converted['top1']:.3f}")
+
+# %% [markdown]
+# Converted as is, the ternary network is no better than chance. The weights
+# are not the problem; the batch norms are: their running mean and variance
+# were measured on the activations of the *full-precision* weights, and the
+# ternary weights produce activations of another scale, a mismatch that
+# compounds through 19 layers. Re-estimating the running statistics on a few
+# training batches — forward passes in training mode, no weight update —
+# shows how much of the network survives ternarization by itself:
+
+
+# %%
+def reestimate_batchnorm(model, images, batches=20, batch_size=128):
+    """Refresh every BN layer's running statistics with ``batches`` forward
+    passes in training mode (momentum 0.1: the old values fade to 0.9^20 ≈ 12 %)."""
+    model.train()
+    for start in range(0, batches * batch_size, batch_size):
+        model.forward(normalize(images[start:start + batch_size], model.dtype))
+    return model.eval()
+
+
+recalibrated = {}
+for t_ex in (1, 2):
+    ternary = reestimate_batchnorm(ternarize_model(load_model(CHECKPOINT)[0], t_ex=t_ex), data["train_images"])
+    recalibrated[t_ex] = evaluate(ternary, test_images, test_labels)["top1"]
+    print(f"ternarized, t_ex = {t_ex}, BN statistics re-estimated: top-1 {recalibrated[t_ex]:.3f}")
+assert recalibrated[1] > converted["top1"] + 0.05
 
 # %% [markdown]
 # ## The run
@@ -98,26 +125,34 @@ print("sparsity after fine-tuning: min {:.1%}, max {:.1%} ({} layers)".format(
 
 # %%
 tuned = evaluate(load_model(run_dir / "last.npz")[0], test_images, test_labels)
-print(f"full precision:           {fp['top1']:.3f}")
-print(f"ternary, converted:       {converted['top1']:.3f}")
-print(f"ternary, 2 epochs tuned:  {tuned['top1']:.3f}")
+print(f"full precision (epoch {ckpt.epoch}):           {fp['top1']:.3f}")
+print(f"ternary, converted:                {converted['top1']:.3f}")
+print(f"ternary, converted, BN re-estimated: {recalibrated[1]:.3f}")
+print(f"ternary, 2 epochs fine-tuned:      {tuned['top1']:.3f}")
 assert tuned["top1"] == records[-1]["test_top1"]
 assert tuned["top1"] > converted["top1"]
 
 # %% [markdown]
+# A word of caution about the comparison: the full-precision checkpoint is
+# an *early* snapshot of a 200-epoch run, taken while its learning rate is
+# still 0.1, so its weights are noisy; the fine-tuning run ends at a small
+# learning rate, which by itself improves a network. A fair comparison
+# trains both to the end of the same schedule — the paper's table, and the
+# README's results section, do that.
+#
 # ## Summary
 #
 # - A ternary model is a full-precision model with a different forward pass
 #   for its weights; fine-tuning from a full-precision checkpoint is one flag (`--init-from`).
-# - Converting without fine-tuning costs accuracy; a short fine-tuning run
-#   recovers part of it. The paper's comparison trains both from scratch with
-#   the full recipe (see the README's results).
+# - Converted as is, the network fails because its batch-norm statistics
+#   belong to the full-precision weights; re-estimating them recovers much,
+#   and a short fine-tuning run adapts the latent weights to their ternary copies.
 # - Sparsity and α are logged per layer each epoch.
 #
 # ## Exercises
 #
-# 1. Fine-tune with `t_ex=2`. Does the converted model start closer to the
-#    full-precision accuracy?
+# 1. With re-estimated batch norms, how close to the full-precision accuracy
+#    is the converted model at `t_ex = 2`, compared with `t_ex = 1`?
 # 2. Keep the first and last layers in full precision (`keep_first=True`,
 #    `keep_last=True`). How much of the conversion loss do they account for?
 # 3. Where in `Trainer.train_epoch` does the latent weight get updated, and

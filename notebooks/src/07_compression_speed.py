@@ -118,8 +118,9 @@ for batch in (1, 64):
     rows.append((batch, dense, add_only))
     print(f"batch {batch:3d}: tqref dense {dense * 1e3:7.1f} ms   packed add-only {add_only * 1e3:7.1f} ms   "
           f"ratio {dense / add_only:4.1f}×")
-counts = packed.operation_counts((32, 32))
-print("operations per image:", ", ".join(f"{k} {v:,}" for k, v in counts.items() if isinstance(v, int)))
+counts = packed.operation_counts((32, 32))["totals"]
+print("operations per image:", ", ".join(f"{k} {v:,}" for k, v in counts.items() if isinstance(v, (int, np.integer))))
+assert counts["adds"] == summary.totals["adds_merged"] and counts["skipped"] == summary.totals["skipped"]
 
 # %% [markdown]
 # ## Summary
