@@ -184,9 +184,11 @@ def tqref_step_fn(depth, variant, mode, batch):
             opt.step()
     else:
         model.eval()
+        from tqref.nn import no_grad
 
         def step():
-            model.forward(x)
+            with no_grad():  # like torch.no_grad() on the other side: no caches kept
+                model.forward(x)
     return step
 
 

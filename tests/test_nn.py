@@ -219,3 +219,17 @@ def test_bad_constructor_arguments():
         nn.Linear(3, 4, dtype=np.float16)
     with pytest.raises(TypeError, match="Sequential: layer 1: expected a tqref Module"):
         nn.Sequential(nn.ReLU(), lambda x: x)
+
+
+def test_no_grad_keeps_no_caches_and_gives_the_same_outputs():
+    from tqref.models import resnet20
+    model = resnet20(seed=0).eval()
+    x = _x(2, 3, 32, 32, dtype=np.float32)
+    with nn.no_grad():
+        out = model.forward(x)
+    assert all(getattr(m, "_cache", None) is None for _, m in model.named_modules())
+    with pytest.raises(RuntimeError, match="no_grad"):
+        model.backward(np.ones_like(out))
+    np.testing.assert_array_equal(out, model.forward(x))  # outside: caches again
+    assert model.conv1._cache is not None
+    model.backward(np.ones_like(out))

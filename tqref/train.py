@@ -48,6 +48,7 @@ from tqref import io as tio
 from tqref.data import Batches, load_cifar10
 from tqref.functional import softmax_cross_entropy
 from tqref.models import MODELS
+from tqref.nn import no_grad
 from tqref.optim import PAPER_GAMMAS, PAPER_MILESTONES, SGD, CosineLR, LinearWarmup, MultiStepLR
 from tqref.validation import all_finite
 
@@ -167,7 +168,8 @@ def evaluate(model, images, labels, batch_size=256, progress=False):
     bar = _bar(len(batches), "evaluate", progress)
     try:
         for x, y in batches:
-            logits = model.forward(x)
+            with no_grad():  # no backward follows: let each activation go after use
+                logits = model.forward(x)
             loss, _ = softmax_cross_entropy(logits, y)
             total_loss += loss * len(y)
             correct1 += int(np.sum(logits.argmax(axis=1) == y))

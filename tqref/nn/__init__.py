@@ -1,6 +1,6 @@
 """Layers with parameters (built on ``tqref.functional``)."""
 
-from tqref.nn.module import Module
+from tqref.nn.module import Module, no_grad
 from tqref.nn.layers import (
     BatchNorm2d,
     Conv2d,
@@ -15,6 +15,6 @@ from tqref.nn.layers import (
 from tqref.nn.blocks import BasicBlock
 
 __all__ = [
-    "Module", "Conv2d", "Linear", "BatchNorm2d", "ReLU", "MaxPool2x2", "GlobalAvgPool2d",
+    "Module", "no_grad", "Conv2d", "Linear", "BatchNorm2d", "ReLU", "MaxPool2x2", "GlobalAvgPool2d",
     "OptionAShortcut", "Sequential", "BasicBlock", "WeightedLayer",
 ]

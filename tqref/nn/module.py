@@ -24,9 +24,28 @@ Because ``backward`` *writes* the gradients (it does not add to them), no
 pass would need accumulation, and tqref's networks use each parameter once.
 """
 
+import contextlib
+
 import numpy as np
 
 from tqref.validation import check_array
+
+# Whether layers keep the caches their backward passes need (see no_grad).
+_KEEP_CACHES = [True]
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inference only: inside ``with no_grad():`` layers keep no cache for a
+    backward pass, so each activation is freed as soon as the next layer has
+    used it (a ResNet forward then holds one or two activations, not all of
+    them).  ``backward`` after such a forward is an error."""
+    previous = _KEEP_CACHES[0]
+    _KEEP_CACHES[0] = False
+    try:
+        yield
+    finally:
+        _KEEP_CACHES[0] = previous
 
 
 class Module:
@@ -43,6 +62,8 @@ class Module:
 
     # ------------------------------------------------------------------ tree
     def __setattr__(self, key, value):
+        if key == "_cache" and not _KEEP_CACHES[0]:
+            value = None  # inside no_grad(): nothing is kept for a backward pass
         if isinstance(value, Module):
             self._children[key] = value
             value._set_path(f"{self.path}.{key}" if self.path else key)
@@ -240,6 +261,7 @@ class Module:
     def _pop_cache(self):
         cache = getattr(self, "_cache", None)
         if cache is None:
-            raise RuntimeError(f"{self.describe()}.backward called without a forward pass before it")
+            raise RuntimeError(f"{self.describe()}.backward called without a forward pass before it "
+                               f"(or after a forward inside tqref.nn.no_grad())")
         self._cache = None  # free the activations as soon as they are used
         return cache
