@@ -3,7 +3,6 @@ folder: every command once, and every kind of bad input giving one readable
 ``error:`` line and a non-zero status, with nothing already written changed."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,32 +28,6 @@ def run(cifar, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "small"
     assert main(TRAIN + ["--data-dir", str(cifar), "--out", str(out)]) == 0
     return out
-
-
-@pytest.fixture
-def readonly_dir(tmp_path):
-    """A folder this process cannot create files in (see tests/test_io.py)."""
-    folder = tmp_path / "readonly"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        (folder / "probe").touch()
-    except PermissionError:
-        yield folder
-        folder.chmod(0o755)
-        return
-    (folder / "probe").unlink()
-    folder.chmod(0o755)
-    try:
-        os.mkdir("/sys/tqref-probe")
-    except PermissionError:
-        yield Path("/sys")
-        return
-    except OSError:
-        pass
-    else:
-        os.rmdir("/sys/tqref-probe")
-    pytest.skip("no read-only folder available to this user")
 
 
 def _error(capsys, argv, status=2):

@@ -2,7 +2,6 @@
 a local file:// URL (never the network), format errors."""
 
 import hashlib
-import io
 import os
 import pickle
 import tarfile

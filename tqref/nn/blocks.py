@@ -9,7 +9,6 @@ conv1 is 3×3 with the block's stride, conv2 3×3 stride 1, both without bias
 
 import numpy as np
 
-from tqref import functional as F
 from tqref.nn.layers import BatchNorm2d, Conv2d, OptionAShortcut, ReLU
 from tqref.nn.module import Module
 

@@ -11,9 +11,8 @@ import numpy as np
 
 from tqref import functional as F
 from tqref.nn.init import as_generator, he_normal_fan_in, he_normal_fan_out
-from tqref.kernels.reduce import all_finite
 from tqref.nn.module import Module
-from tqref.validation import check_array, check_nonnegative_int, check_positive_int
+from tqref.validation import check_nonnegative_int, check_positive_int
 
 
 def _check_dtype(dtype, who):
@@ -23,30 +22,7 @@ def _check_dtype(dtype, who):
     return dtype
 
 
-class Layer(Module):
-    """A Module whose input check scans for NaN/inf with a parallel Numba
-    kernel (``tqref.kernels.reduce.all_finite``) instead of NumPy's
-    one-core scan, which cost ~15 % of a ResNet's forward pass.  The checks,
-    their order and their messages are those of ``Module.check_input``."""
-
-    def check_input(self, x, ndim, channels=None, channel_axis=1):
-        who = f"{self.describe()} input"
-        ref = next(iter(self.params.values()), None)
-        check_array(x, who, ndim=ndim, dtype_like=ref, finite=False)
-        if not all_finite(x):
-            check_array(x, who)  # raises the usual "contains n NaN or inf value(s)"
-        if channels is not None and x.shape[channel_axis] != channels:
-            layout = "(N, C, H, W)" if ndim == 4 else "(N, D)"
-            raise ValueError(
-                f"{who}: expected {channels} channels on axis {channel_axis} of {layout}, "
-                f"got shape {x.shape}"
-            )
-        for key, p in self.params.items():
-            check_array(p, f"{self.describe()} parameter '{key}'")
-        return x
-
-
-class WeightedLayer(Layer):
+class WeightedLayer(Module):
     """What Conv2d and Linear share: a ``weight`` (and optional ``bias``)
     used by one functional pair.  Two hooks let the ternary layers of
     ``tqref.ternary`` change the weight without touching anything else:
@@ -144,7 +120,7 @@ class Linear(WeightedLayer):
         return F.linear_backward(dout, cache)
 
 
-class BatchNorm2d(Layer):
+class BatchNorm2d(Module):
     """Batch normalisation over (N, H, W) for each channel:
 
         y = γ · (x − μ) / √(σ² + ε) + β
@@ -207,7 +183,7 @@ class BatchNorm2d(Layer):
         return dx, dsum
 
 
-class _Stateless(Layer):
+class _Stateless(Module):
     """A layer without parameters around one functional pair.  Its input
     check uses ``ndim``; the dtype must be float, like every layer's."""
 

@@ -13,7 +13,7 @@ Build the optimiser *after* converting: conversion keeps the arrays, but a
 variant with extra parameters (TTQ's scales) adds new ones.
 """
 
-from tqref.nn.layers import Conv2d, Linear, WeightedLayer
+from tqref.nn.layers import Conv2d, WeightedLayer
 from tqref.ternary.layers import TernaryConv2d, TernaryLinear, TernaryMixin, to_float
 
 # variant name -> (conv class, linear class, extra options); variants.py adds its own

@@ -14,7 +14,6 @@ because convolution is linear in the weight:  Σ_k conv(x, α_k T_k) = conv(x, W
 We run the single one; a test checks the equality.
 """
 
-import numpy as np
 
 from tqref.nn.layers import Conv2d, Linear
 from tqref.ternary.quantize import (
