@@ -147,11 +147,16 @@ for name, (losses, accuracy, _) in results.items():
     assert losses[-1] < losses[0], name  # every quantizer learns through its surrogate gradient
 
 # %% [markdown]
-# TTQ learns slowest here, and the reason is in its backward pass: the
-# latent gradient is multiplied by $W_p$ or $W_n$, which start at the mean
-# magnitude of the weights — small numbers for He-initialised layers — so at
-# the same learning rate its latent weights move several times less per step.
-# (TTQ's authors first rescale the weights to $[-1, 1]$.) The scales it learned:
+# TTQ does not learn here: its loss stays near $\ln 10 \approx 2.30$, the
+# loss of a net that guesses. Its scales are the likely culprit. The
+# gradient of $W_p$ is a *sum* over every weight with code +1 in the layer
+# (hundreds to tens of thousands of terms), so at the learning rate that
+# suits the weights, a scale that starts near 0.1 takes steps of its own
+# size or larger; with momentum it overshoots, and the scales printed below
+# have wandered far from their start, some of them to the wrong sign. (The
+# latent gradient is also multiplied by $W_p$ or $W_n$.) TTQ needs its own,
+# much smaller step for the scales — the paper's $\alpha$, a statistic
+# recomputed from $W$, needs none. The scales it ended with:
 
 # %%
 ttq_model = results["TTQ"][2]
@@ -167,7 +172,8 @@ for name, w_p, w_n in scales:
 #   $\partial L/\partial W'$ straight to the latent $W$, cut off at $|W| \ge 1$ (Eq. 4).
 # - The latent weights keep accumulating small updates that can flip a code
 #   once they cross $\pm\Delta$: that is how a ternary net learns.
-# - TTQ learns its scales; the paper's $\alpha$ is recomputed from $W$ at every step.
+# - TTQ learns its scales, and with one learning rate for scales and weights
+#   it fails to train here; the paper's $\alpha$ is recomputed from $W$ at every step.
 #
 # ## Exercises
 #
