@@ -485,3 +485,16 @@ def test_schedule_repr_rebuilds_schedule(schedule):
 def test_schedule_bad_arguments(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+def test_lr_multipliers_scale_one_parameters_step():
+    a, b = np.ones(3), np.ones(3)
+    ga, gb = np.full(3, 2.0), np.full(3, 2.0)
+    opt = SGD([("a", a, ga), ("b", b, gb)], lr=0.1, momentum=0.0, lr_multipliers={"b": 0.01})
+    opt.step()
+    np.testing.assert_allclose(a, 1 - 0.1 * 2)
+    np.testing.assert_allclose(b, 1 - 0.001 * 2)
+    with pytest.raises(ValueError, match="lr_multipliers': expected names of parameters"):
+        SGD([("a", a, ga)], lr_multipliers={"c": 0.5})
+    with pytest.raises(ValueError, match=r"lr_multipliers\['a'\]"):
+        SGD([("a", a, ga)], lr_multipliers={"a": -1.0})

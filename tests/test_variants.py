@@ -299,3 +299,11 @@ def test_unsupported_options_are_refused(variant, option):
 def test_binary_bad_clip_is_refused(clip):
     with pytest.raises(ValueError, match=r"variant 'binary': clip: expected a positive number"):
         ternarize_model(get_model("small", width=4), variant="binary", clip=clip)
+
+
+def test_ttq_scales_ask_for_a_smaller_step():
+    model = ternarize_model(get_model("small", width=4, seed=0), variant="ttq")
+    multipliers = model.lr_multipliers()
+    scales = [name for name, _ in model.named_parameters() if name.endswith(("scale_pos", "scale_neg"))]
+    assert sorted(multipliers) == sorted(scales) and set(multipliers.values()) == {0.01}
+    assert get_model("small").lr_multipliers() == {}

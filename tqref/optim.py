@@ -74,13 +74,16 @@ class SGD:
     dampening:       τ in [0, 1]
     no_weight_decay: names of parameters that get λ = 0 (default: none, as
                      in the paper)
+    lr_multipliers:  {name: factor}: those parameters step with η·factor
+                     (default: none; ``model.lr_multipliers()`` gives what the
+                     layers ask for, e.g. TTQ's scales)
 
     For each parameter p (any shape), gradient g (same shape and dtype):
 
         d = g + λ·p
         v = μ·v + (1 − τ)·d        (first step: v = d, without dampening)
         s = d + μ·v  if nesterov  else  v
-        p ← p − η·s
+        p ← p − η·s          (η·factor for a parameter in ``lr_multipliers``)
 
     All arithmetic runs in the parameter's dtype (float32 stays float32).
     ``grad`` is never modified; d and η·s live in two scratch buffers shared
@@ -88,7 +91,7 @@ class SGD:
     """
 
     def __init__(self, params, lr=0.1, momentum=0.9, nesterov=False,
-                 weight_decay=0.0, dampening=0.0, no_weight_decay=()):
+                 weight_decay=0.0, dampening=0.0, no_weight_decay=(), lr_multipliers=None):
         self._lr = _check_real(lr, "SGD argument 'lr'", low=0.0)
         self.momentum = _check_real(momentum, "SGD argument 'momentum'",
                                     low=0.0, high=1.0, high_inclusive=False)
@@ -116,6 +119,16 @@ class SGD:
                 f"SGD argument 'no_weight_decay': expected names of parameters, "
                 f"got unknown name(s) {unknown}"
             )
+
+        self.lr_multipliers = dict(lr_multipliers or {})
+        unknown = sorted(set(self.lr_multipliers) - set(names))
+        if unknown:
+            raise ValueError(
+                f"SGD argument 'lr_multipliers': expected names of parameters, "
+                f"got unknown name(s) {unknown}"
+            )
+        for name, factor in self.lr_multipliers.items():
+            _check_real(factor, f"SGD argument 'lr_multipliers[{name!r}]'", low=0.0)
 
         self._buffers = {name: None for name in names}
         self._step_count = 0
@@ -211,7 +224,7 @@ class SGD:
         # Scalars as the param's dtype: a NumPy float64 scalar (e.g. from a
         # schedule) would otherwise promote float32 arithmetic to float64.
         t = p.dtype.type
-        lr, mu = t(self._lr), t(self.momentum)
+        lr, mu = t(self._lr * self.lr_multipliers.get(name, 1.0)), t(self.momentum)
         wd = 0.0 if name in self.no_weight_decay else self.weight_decay
         a, b = self._scratch_for(p)
 

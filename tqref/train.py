@@ -302,7 +302,8 @@ class Trainer:
         self.model.train()
         self.schedule = c.make_schedule()
         self.optimizer = SGD(self.model.parameters_and_gradients(), lr=c.lr, momentum=c.momentum,
-                             nesterov=c.nesterov, weight_decay=c.weight_decay)
+                             nesterov=c.nesterov, weight_decay=c.weight_decay,
+                             lr_multipliers=self.model.lr_multipliers())
         self.rng = np.random.default_rng(seed_data)
         self.start_epoch = 0
         self.best = {"best_top1": -1.0, "best_top5": 0.0, "best_epoch": 0}

@@ -137,6 +137,20 @@ class Module:
                 out.append((f"{prefix}.{key}" if prefix else key, p, module.grads[key]))
         return out
 
+    # {parameter key: factor} for parameters that should step with a scaled
+    # learning rate (a layer sets it; e.g. TTQ's scales, see ternary/variants.py)
+    param_lr_multipliers = {}
+
+    def lr_multipliers(self):
+        """{qualified name: factor} gathered from every module's
+        ``param_lr_multipliers``: pass it to ``SGD(..., lr_multipliers=...)``."""
+        out = {}
+        for prefix, module in self.named_modules():
+            for key, factor in module.param_lr_multipliers.items():
+                if key in module.params:
+                    out[f"{prefix}.{key}" if prefix else key] = factor
+        return out
+
     def num_parameters(self):
         """Number of learnable scalars (running statistics not counted)."""
         return sum(p.size for _, p in self.named_parameters())

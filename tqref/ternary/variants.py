@@ -125,6 +125,12 @@ class TTQMixin:
     variant = "ttq"
     t_ex = 1
     bits_per_weight = 2
+    # ∂L/∂W_p sums over every weight with code +1 (hundreds to tens of
+    # thousands of terms), so at the weights' learning rate a scale that starts
+    # near 0.1 overshoots and can change sign, and the net stops learning
+    # (measured in notebook 4: loss stuck at ln 10).  A 100× smaller step for
+    # the scales trains; SGD reads this through model.lr_multipliers().
+    param_lr_multipliers = {"scale_pos": 0.01, "scale_neg": 0.01}
 
     @classmethod
     def from_float(cls, layer, t_ex=1, **options):
