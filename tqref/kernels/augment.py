@@ -27,9 +27,9 @@ crop_flip_naive(images, flips, offsets, padding)  -> the same, np.pad + slicing,
 import numba
 import numpy as np
 
-# Below this many pixels the kernel runs on the calling thread: waking the
-# thread pool costs more than copying a few images (see im2col.py's note).
-_PARALLEL_MIN_ENTRIES = 1 << 16
+# Small batches run on the calling thread: waking the thread pool costs more
+# than copying a few images.  im2col.py's launcher holds that rule for both.
+from tqref.kernels.im2col import _launch
 
 
 def _check(images, flips, offsets, padding):
@@ -92,15 +92,7 @@ def crop_flip(images, flips, offsets, padding):
     flips, offsets, padding = _check(images, flips, offsets, padding)
     out = np.empty_like(images)
     args = (np.ascontiguousarray(images), flips, offsets, padding, out)
-    if images.size >= _PARALLEL_MIN_ENTRIES and images.shape[0] > 1:
-        _crop_flip_kernel(*args)
-    else:
-        previous = numba.get_num_threads()
-        numba.set_num_threads(1)  # thread-local: other threads are unaffected
-        try:
-            _crop_flip_kernel(*args)
-        finally:
-            numba.set_num_threads(previous)
+    _launch(_crop_flip_kernel, images.size, images.shape[0], *args)  # one thread for small batches
     return out
 
 
