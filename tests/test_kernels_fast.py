@@ -22,6 +22,7 @@ from tqref.functional import (
     conv2d_forward_naive, relu_backward, relu_backward_naive, relu_forward, relu_forward_naive,
 )
 from tqref.gradcheck import check_gradient, check_module_gradients
+from tqref.kernels import blas
 from tqref.kernels import conv_nhwc as kc
 from tqref.kernels import parallel
 from tqref.kernels.layout import is_channels_last, to_nchw, to_nhwc
@@ -72,6 +73,63 @@ def test_row_columns_match_naive(WW, pad):
 
 
 # ----------------------------------------------------------------------------
+# gemm (BLAS from inside Numba) against its loop twin and numpy
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-13), (np.float32, 1e-5)], ids=["f64", "f32"])
+def test_gemm_matches_loops_and_numpy(trans_a, trans_b, dtype, rtol):
+    rng = np.random.default_rng(5)
+    m, n, k = 7, 5, 9
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    expected = (a.T if trans_a else a) @ (b.T if trans_b else b) + 0.5 * c0
+    for fn in (blas.gemm, blas.gemm_naive):
+        c = c0.copy()
+        fn(a, b, c, 0.5, trans_a, trans_b)
+        close(c, expected, rtol, fn.__name__)
+    c = np.full((m, n), np.nan, dtype)  # β = 0 must ignore what c held, NaN included
+    blas.gemm(a, b, c, 0.0, trans_a, trans_b)
+    close(c, expected - 0.5 * c0, rtol, "beta 0")
+
+
+def test_gemm_refuses_what_would_read_out_of_bounds():
+    a, b = np.ones((4, 3), np.float32), np.ones((3, 2), np.float32)
+    with pytest.raises(ValueError, match="shapes"):
+        blas.gemm(a, b, np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        blas.gemm(np.ones((3, 4), np.float32).T, b, np.ones((4, 2), np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        blas.gemm(a, b.astype(np.float64), np.ones((4, 2), np.float32))
+
+
+def test_conv_without_blas_falls_back_to_loops(tmp_path):
+    """TQREF_BLAS=loops: the kernels call gemm_naive instead (fresh Numba
+    cache, since the cached kernels were compiled against BLAS)."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from tqref.kernels import blas
+        from tqref.functional import conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive
+        assert blas.gemm is blas.gemm_naive, blas.BLAS
+        rng = np.random.default_rng(0)
+        x, w = rng.standard_normal((3, 4, 6, 6)), rng.standard_normal((5, 4, 3, 3))
+        for stride in (1, 2):
+            out, cache = conv2d_forward(x, w, None, stride, 1)
+            ref, cache_n = conv2d_forward_naive(x, w, None, stride, 1)
+            assert np.allclose(out, ref, atol=1e-12)
+            d = rng.standard_normal(ref.shape)
+            for a, b in zip(conv2d_backward(d, cache)[:2], conv2d_backward_naive(d, cache_n)[:2]):
+                assert np.allclose(a, b, atol=1e-12)
+        print("ok")
+    """)
+    env = dict(os.environ, TQREF_BLAS="loops", NUMBA_CACHE_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------
 # the convolution, at ResNet shapes and with both threads
 # ----------------------------------------------------------------------------
 
@@ -92,19 +150,17 @@ def test_conv_fast_equals_naive_at_resnet_shapes(C, F, hw, stride, dtype, rtol):
     close(dw_f, dw_n, rtol, "dw")
 
 
-def test_conv_block_sizes_do_not_change_the_result(monkeypatch):
+def test_conv_with_padding_beyond_the_kernel_uses_the_scatter_path():
+    # stride 1 but pad > k − 1: dx is not a flipped convolution; col2im path
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((6, 4, 9, 9))
-    w = rng.standard_normal((5, 4, 3, 3))
-    dout = rng.standard_normal((6, 5, 9, 9))
-    ref = [conv2d_forward(x, w, None, 1, 1)[0]]
-    ref += conv2d_backward(dout, conv2d_forward(x, w, None, 1, 1)[1])[:2]
-    for block_bytes in (1, 3000, 1 << 30):  # one image per block, a few, all
-        monkeypatch.setattr(kc, "COLUMN_BLOCK_BYTES", block_bytes)
-        out, cache = conv2d_forward(x, w, None, 1, 1)
-        got = [out] + list(conv2d_backward(dout, cache)[:2])
-        for a, b in zip(got, ref):
-            close(a, b, 1e-13, f"block {block_bytes}")
+    x = rng.standard_normal((3, 2, 5, 4))
+    w = rng.standard_normal((3, 2, 3, 3))
+    out_f, cache_f = conv2d_forward(x, w, None, 1, 3)
+    out_n, cache_n = conv2d_forward_naive(x, w, None, 1, 3)
+    close(out_f, out_n, 1e-12, "out")
+    dout = rng.standard_normal(out_n.shape)
+    for a, b, name in zip(conv2d_backward(dout, cache_f)[:2], conv2d_backward_naive(dout, cache_n)[:2], "xw"):
+        close(a, b, 1e-12, "d" + name)
 
 
 def test_conv_on_one_thread_equals_two(monkeypatch):

@@ -1,4 +1,4 @@
-"""Convolution on channels-last (NHWC) arrays: cache-sized im2col + BLAS.
+"""Convolution on channels-last (NHWC) arrays: per-image im2col + BLAS, inside Numba.
 
 Why channels-last.  In NHWC the C values of one pixel are adjacent, so the
 patch an output pixel reads is HH runs of WW·C contiguous numbers: im2col
@@ -14,39 +14,41 @@ channels-last tensor is handed around as ``a.transpose(0, 3, 1, 2)``, a
 view (see ``tqref.kernels.layout``), exactly PyTorch's ``channels_last``
 memory format.
 
-Why cache-sized.  The column matrix of a whole batch is 9× the activations
-(75 MB for 128 images of 16×32×32), far beyond the caches, and a GEMM
-streaming it from memory ran at 20–40 % of peak.  Here each thread builds
-the columns of B images at a time (B chosen so the block is ≈ 0.5 MB and
-stays in its L2), multiplies with one-thread BLAS, and moves on:
+Why one image at a time, inside Numba.  The column matrix of a whole batch
+is 9× the activations (75 MB for 128 images of 16×32×32), far beyond the
+caches, and a product streaming it from memory ran at 20–40 % of peak.
+Here each thread takes half the batch (``parallel.parallel_for``) and, in
+one Numba call that never returns to Python, builds one image's columns
+(≤ 0.6 MB, inside its L2) and multiplies them with the BLAS ``gemm``
+(``blas.py``), image after image:
 
-    forward   out[rows] = cols(x[rows]) @ w_k                  w_k: (K, F)
-    dW        dW_t += cols(x[rows])ᵀ @ dout[rows]               per-thread dW_t, summed after
-    dX, s = 1 dx[rows] = cols(dout[rows], pad' = k − 1 − pad) @ w_flip
-    dX, s > 1 dx[rows] = col2im(dout[rows] @ w_kᵀ)
+    forward   out[n] = cols(x[n]) @ w_k                       w_k: (K, F)
+    dW        dW_t  += cols(x[n])ᵀ @ dout[n]                   per-thread dW_t, summed after
+    dX, s = 1 dx[n] = cols(dout[n], pad' = k − 1 − pad) @ w_flip
+    dX, s > 1 dx[n] = col2im(dout[n] @ w_kᵀ)
 
 with K = HH·WW·C, column index k = (p·WW + q)·C + c and row index
-r = (n·H_out + i)·W_out + j.  For stride 1 the input gradient is itself a
-convolution — of dout with the kernel flipped in space and transposed in
-(f, c) — so it reuses the forward kernel instead of a scatter.
+r = i·W_out + j, so the product's output *is* the NHWC image.  For stride
+1 the input gradient is itself a convolution — of dout with the kernel
+flipped in space and transposed in (f, c) — so it reuses the forward
+kernel instead of a scatter.  (Measured: the earlier version of this
+file, with the per-block loop in Python calling ``np.matmul``, ran the
+ResNet-20 3×3 convolutions 1.25–1.45× slower on two threads.)
 
 Functions (arrays NHWC, C-contiguous):
 
     im2col_nhwc(x, n0, n1, HH, WW, stride, pad_h, pad_w)   -> cols (rows, K)
-    col2im_nhwc(cols, x_shape, n0, HH, WW, stride, pad_h, pad_w) -> dx rows [n0, n0 + B)
+    col2im_nhwc(cols, dx, n0, n1, HH, WW, stride, pad_h, pad_w) -> adds into dx[n0:n1]
     conv_forward_nhwc(x, w, stride, padding)               -> out (N, H_out, W_out, F)
     conv_backward_nhwc(x, w, dout, stride, padding)        -> dx (N, H, W, C), dw (F, C, HH, WW)
-    *_naive twins of the first two, with NumPy slicing
+    *_naive twins of the first two and of the row columns, with NumPy slicing
 """
 
 import numba
 import numpy as np
 
-from tqref.kernels.parallel import parallel_for, scratch
-
-# Target size of one thread's column block: well inside a 1 MB L2 with the
-# weight matrix and the output rows beside it.
-COLUMN_BLOCK_BYTES = 1 << 18
+from tqref.kernels.blas import gemm
+from tqref.kernels.parallel import num_threads, parallel_for, scratch
 
 
 def output_size(size, kernel, stride, padding):
@@ -199,10 +201,6 @@ def flipped_weight_matrix(w):
     return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(HH * WW * F, C))
 
 
-def _images_per_block(bytes_per_image):
-    return max(1, COLUMN_BLOCK_BYTES // max(1, bytes_per_image))
-
-
 # --- stride 1: row-shifted products ------------------------------------------
 
 @numba.njit(cache=True, nogil=True)
@@ -240,84 +238,51 @@ def _row_cols_kernel(x, n0, n1, out, WW, pad_h, pad_w, Wo):
 
 
 @numba.njit(cache=True, nogil=True)
-def _rows_to_nhwc(acc, tmp, add_tmp, out, n0, n1):
-    """out[n, i, j, :] = acc[r, :] (+ tmp[r, :]), r = (i·B + n − n0)·Wo + j."""
-    N, Ho, Wo, F = out.shape
-    B = n1 - n0
+def _stride1_forward_images(x, n0, n1, wk, HH, WW, pad_h, pad_w, X, out):
+    """out[n] = Σ_p X_p @ w_p for the images n in [n0, n1) (one thread's share).
+
+    x (N, H, W, C), w_k (HH·WW·C, F) with rows (p, q, c), out (N, Ho, Wo, F);
+    X is scratch for one image's row columns ((H + 2·pad_h)·Wo, K1 = WW·C).
+    For kernel row p the rows of X that the outputs (i, j) need — padded
+    row i + p, shifted by q — are the contiguous slab X_p = X[p·Wo : p·Wo +
+    Ho·Wo], so the convolution is HH products with K1 = WW·C instead of one
+    with K = HH·WW·C: the columns are HH times smaller to build, and the
+    products add straight into out[n] (β = 1), which is already NHWC.
+    """
+    R, F = out.shape[1] * out.shape[2], out.shape[3]
+    Wo = out.shape[2]
+    K1 = X.shape[1]
     for n in range(n0, n1):
-        for i in range(Ho):
-            r0 = (i * B + n - n0) * Wo
-            for j in range(Wo):
-                if add_tmp:
-                    for f in range(F):
-                        out[n, i, j, f] = acc[r0 + j, f] + tmp[r0 + j, f]
-                else:
-                    for f in range(F):
-                        out[n, i, j, f] = acc[r0 + j, f]
+        _row_cols_kernel(x, n, n + 1, X, WW, pad_h, pad_w, Wo)
+        o = out[n].reshape(R, F)
+        for p in range(HH):
+            gemm(X[p * Wo : p * Wo + R], wk[p * K1 : (p + 1) * K1], o, 0.0 if p == 0 else 1.0)
 
 
 @numba.njit(cache=True, nogil=True)
-def _nhwc_to_rows(d, n0, n1, dst):
-    """dst[(i·B + n − n0)·Wo + j, :] = d[n, i, j, :]  (inverse of _rows_to_nhwc)."""
-    N, Ho, Wo, F = d.shape
-    B = n1 - n0
+def _stride1_weight_grad_images(x, dout, n0, n1, WW, pad_h, pad_w, X, dwk):
+    """dw_k[p·K1 : (p + 1)·K1] += X_pᵀ @ dout[n] for n in [n0, n1): the
+    adjoint of ``_stride1_forward_images`` with respect to w_k (HH·WW·C, F)."""
+    R, F = dout.shape[1] * dout.shape[2], dout.shape[3]
+    Wo = dout.shape[2]
+    K1 = X.shape[1]
     for n in range(n0, n1):
-        for i in range(Ho):
-            r0 = (i * B + n - n0) * Wo
-            for j in range(Wo):
-                for f in range(F):
-                    dst[r0 + j, f] = d[n, i, j, f]
-
-
-def _row_blocks(x, HH, WW, pad_h, pad_w):
-    """Sizes for the stride-1 path: (Ho, Wo, K1 = WW·C, images per block B)."""
-    N, H, W, C = x.shape
-    Ho, Wo = H + 2 * pad_h - HH + 1, W + 2 * pad_w - WW + 1
-    K1 = WW * C
-    B = _images_per_block((H + 2 * pad_h) * Wo * K1 * x.itemsize)
-    return Ho, Wo, K1, B
-
-
-def _stride1_block(x, a, e, wparts, HH, WW, pad_h, pad_w, Ho, Wo, K1, out, buf, accbuf, tmpbuf):
-    """out[a:e] = the stride-1 convolution of x[a:e] (NHWC) with the kernel rows wparts[p] (K1, F).
-
-        out rows (i, n, j) = Σ_p  X_p @ w_p,   X_p = row_cols[p·B·Wo : (p + Ho)·B·Wo]
-
-    HH products with K = WW·C instead of one with K = HH·WW·C: the columns
-    are HH times smaller to build (measured 1.2–1.9× faster overall), and
-    the partial sums stay in cache."""
-    B = e - a
-    H, C = x.shape[1], x.shape[3]
-    F = wparts[0].shape[1]
-    R, step = B * Ho * Wo, B * Wo
-    X = buf[: B * (H + 2 * pad_h) * Wo * K1].reshape(-1, K1)
-    _row_cols_kernel(x, a, e, X, WW, pad_h, pad_w, Wo)
-    acc = accbuf[: R * F].reshape(R, F)
-    tmp = tmpbuf[: R * F].reshape(R, F)
-    np.matmul(X[0:R], wparts[0], out=acc)
-    for p in range(1, HH):
-        np.matmul(X[p * step : p * step + R], wparts[p], out=tmp)
-        if p < HH - 1:
-            acc += tmp
-    _rows_to_nhwc(acc, tmp, HH > 1, out, a, e)
+        _row_cols_kernel(x, n, n + 1, X, WW, pad_h, pad_w, Wo)
+        d = dout[n].reshape(R, F)
+        for p in range(dwk.shape[0] // K1):
+            gemm(X[p * Wo : p * Wo + R], d, dwk[p * K1 : (p + 1) * K1], 1.0, True, False)
 
 
 def _stride1_forward(x, wk, HH, WW, pad_h, pad_w):
     """Stride-1 convolution of x (N, H, W, C) with w_k (HH·WW·C, F), rows (p, q, c)."""
     N, H, W, C = x.shape
     F = wk.shape[1]
-    Ho, Wo, K1, B = _row_blocks(x, HH, WW, pad_h, pad_w)
-    wparts = [wk[p * K1 : (p + 1) * K1] for p in range(HH)]
+    Ho, Wo = H + 2 * pad_h - HH + 1, W + 2 * pad_w - WW + 1
     out = np.empty((N, Ho, Wo, F), dtype=x.dtype)
 
     def work(t, n0, n1):
-        nb = min(B, n1 - n0)
-        buf = scratch(t, "cols", nb * (H + 2 * pad_h) * Wo * K1, x.dtype)
-        accbuf = scratch(t, "acc", nb * Ho * Wo * F, x.dtype)
-        tmpbuf = scratch(t, "tmp", nb * Ho * Wo * F, x.dtype)
-        for a in range(n0, n1, B):
-            _stride1_block(x, a, min(a + B, n1), wparts, HH, WW, pad_h, pad_w, Ho, Wo, K1,
-                           out, buf, accbuf, tmpbuf)
+        X = scratch(t, "cols", (H + 2 * pad_h) * Wo * WW * C, x.dtype).reshape(-1, WW * C)
+        _stride1_forward_images(x, n0, n1, wk, HH, WW, pad_h, pad_w, X, out)
 
     parallel_for(work, N)
     return out
@@ -325,26 +290,43 @@ def _stride1_forward(x, wk, HH, WW, pad_h, pad_w):
 
 # --- any stride: full im2col -------------------------------------------------
 
+@numba.njit(cache=True, nogil=True)
+def _im2col_forward_images(x, n0, n1, wk, HH, WW, stride, pad_h, pad_w, cols, out):
+    """out[n] = im2col(x[n]) @ w_k for n in [n0, n1); cols: scratch (Ho·Wo, K)."""
+    Ho, Wo, F = out.shape[1], out.shape[2], out.shape[3]
+    for n in range(n0, n1):
+        _im2col_kernel(x, n, n + 1, cols, HH, WW, stride, pad_h, pad_w, Ho, Wo)
+        gemm(cols, wk, out[n].reshape(Ho * Wo, F))
+
+
+@numba.njit(cache=True, nogil=True)
+def _im2col_backward_images(x, dout, n0, n1, wk, HH, WW, stride, pad_h, pad_w, cols, dwk, dx):
+    """For n in [n0, n1):  dw_k += im2col(x[n])ᵀ @ dout[n]  and, if dx has
+    images (it is (0, ...) when not needed), dx[n] = col2im(dout[n] @ w_kᵀ);
+    dx[n] must arrive zeroed."""
+    Ho, Wo, F = dout.shape[1], dout.shape[2], dout.shape[3]
+    for n in range(n0, n1):
+        _im2col_kernel(x, n, n + 1, cols, HH, WW, stride, pad_h, pad_w, Ho, Wo)
+        d = dout[n].reshape(Ho * Wo, F)
+        gemm(cols, d, dwk, 1.0, True, False)
+        if dx.shape[0] > 0:
+            gemm(d, wk, cols, 0.0, False, True)
+            _col2im_kernel(cols, dx, n, n + 1, HH, WW, stride, pad_h, pad_w, Ho, Wo)
+
+
 def conv_forward_nhwc(x, w, stride, padding):
     """x (N, H, W, C) C-contiguous, w (F, C, HH, WW) -> out (N, H_out, W_out, F)."""
     N, H, W, C = x.shape
     F, _, HH, WW = w.shape
-    wk = weight_matrix(w)
+    wk = weight_matrix(w).astype(x.dtype, copy=False)
     if stride == 1:
         return _stride1_forward(x, wk, HH, WW, padding, padding)
     Ho, Wo = output_size(H, HH, stride, padding), output_size(W, WW, stride, padding)
-    L, K = Ho * Wo, HH * WW * C
     out = np.empty((N, Ho, Wo, F), dtype=x.dtype)
-    out2 = out.reshape(N * L, F)
-    B = _images_per_block(L * K * x.itemsize)
 
     def work(t, n0, n1):
-        buf = scratch(t, "cols", min(B, n1 - n0) * L * K, x.dtype)
-        for a in range(n0, n1, B):
-            e = min(a + B, n1)
-            cols = buf[: (e - a) * L * K].reshape((e - a) * L, K)
-            _im2col_kernel(x, a, e, cols, HH, WW, stride, padding, padding, Ho, Wo)
-            np.matmul(cols, wk, out=out2[a * L : e * L])
+        cols = scratch(t, "cols", Ho * Wo * HH * WW * C, x.dtype).reshape(Ho * Wo, -1)
+        _im2col_forward_images(x, n0, n1, wk, HH, WW, stride, padding, padding, cols, out)
 
     parallel_for(work, N)
     return out
@@ -352,89 +334,41 @@ def conv_forward_nhwc(x, w, stride, padding):
 
 def conv_backward_nhwc(x, w, dout, stride, padding, need_dx=True):
     """x (N, H, W, C), w (F, C, HH, WW), dout (N, H_out, W_out, F), all
-    C-contiguous -> (dx (N, H, W, C) or None, dw (F, C, HH, WW))."""
+    C-contiguous -> (dx (N, H, W, C) or None, dw (F, C, HH, WW)).
+
+    Each thread adds its images' weight gradient into its own dw_t; the
+    partial sums are added afterwards (no two threads write one element)."""
     N, H, W, C = x.shape
     F, _, HH, WW = w.shape
     Ho, Wo = dout.shape[1], dout.shape[2]
-    L, K = Ho * Wo, HH * WW * C
     dtype = x.dtype
-    wk = weight_matrix(w)
-    partial_dw = {}
+    wk = weight_matrix(w).astype(dtype, copy=False)
+    T = num_threads()
+    partial_dw = np.zeros((T, HH * WW * C, F), dtype=dtype)
+    # For stride 1 the input gradient is itself a convolution: of dout with the
+    # kernel flipped in space and transposed in (f, c), padded by k − 1 − pad.
+    flip = stride == 1 and padding <= HH - 1 and padding <= WW - 1
 
-    if stride == 1:
-        _, _, K1, B = _row_blocks(x, HH, WW, padding, padding)
-
+    if flip:
         def work(t, n0, n1):
-            nb = min(B, n1 - n0)
-            buf = scratch(t, "cols", nb * (H + 2 * padding) * Wo * K1, dtype)
-            ds_buf = scratch(t, "acc", nb * L * F, dtype)
-            dw_t = np.zeros((K, F), dtype=dtype)
-            tmp = np.empty((K1, F), dtype=dtype)
-            for a in range(n0, n1, B):
-                e = min(a + B, n1)
-                R, step = (e - a) * L, (e - a) * Wo
-                X = buf[: (e - a) * (H + 2 * padding) * Wo * K1].reshape(-1, K1)
-                _row_cols_kernel(x, a, e, X, WW, padding, padding, Wo)
-                ds = ds_buf[: R * F].reshape(R, F)
-                _nhwc_to_rows(dout, a, e, ds)
-                for p in range(HH):  # dW rows (p, ·, ·) = X_pᵀ @ dout
-                    np.matmul(X[p * step : p * step + R].T, ds, out=tmp)
-                    dw_t[p * K1 : (p + 1) * K1] += tmp
-            partial_dw[t] = dw_t
+            X = scratch(t, "cols", (H + 2 * padding) * Wo * WW * C, dtype).reshape(-1, WW * C)
+            _stride1_weight_grad_images(x, dout, n0, n1, WW, padding, padding, X, partial_dw[t])
 
         parallel_for(work, N)
-        # dx = conv(dout, flipped kernel), padded by k − 1 − pad (valid for pad ≤ k − 1)
         dx = None
         if need_dx:
-            if padding <= HH - 1 and padding <= WW - 1:
-                dx = _stride1_forward(dout, flipped_weight_matrix(w), HH, WW, HH - 1 - padding, WW - 1 - padding)
-            else:
-                dx = _scatter_dx(dout, wk, x.shape, HH, WW, stride, padding)
+            dx = _stride1_forward(dout, flipped_weight_matrix(w).astype(dtype, copy=False),
+                                  HH, WW, HH - 1 - padding, WW - 1 - padding)
     else:
-        B = _images_per_block(L * K * x.itemsize)
-        dx = np.zeros((N, H, W, C), dtype=dtype) if need_dx else None
-        dout2 = dout.reshape(N * L, F)
+        dx = np.zeros((N, H, W, C) if need_dx else (0, H, W, C), dtype=dtype)
 
         def work(t, n0, n1):
-            buf = scratch(t, "cols", min(B, n1 - n0) * L * K, dtype)
-            dw_t = np.zeros((K, F), dtype=dtype)
-            tmp = np.empty((K, F), dtype=dtype)
-            for a in range(n0, n1, B):
-                e = min(a + B, n1)
-                cols = buf[: (e - a) * L * K].reshape((e - a) * L, K)
-                _im2col_kernel(x, a, e, cols, HH, WW, stride, padding, padding, Ho, Wo)
-                d = dout2[a * L : e * L]
-                np.matmul(cols.T, d, out=tmp)
-                dw_t += tmp
-                if dx is not None:
-                    np.matmul(d, wk.T, out=cols)
-                    _col2im_kernel(cols, dx, a, e, HH, WW, stride, padding, padding, Ho, Wo)
-            partial_dw[t] = dw_t
+            cols = scratch(t, "cols", Ho * Wo * HH * WW * C, dtype).reshape(Ho * Wo, -1)
+            _im2col_backward_images(x, dout, n0, n1, wk, HH, WW, stride, padding, padding,
+                                    cols, partial_dw[t], dx)
 
         parallel_for(work, N)
-    dwk = partial_dw[0]
-    for t in range(1, len(partial_dw)):
-        dwk += partial_dw[t]
+        dx = dx if need_dx else None
+    dwk = partial_dw.sum(axis=0)
     dw = np.ascontiguousarray(dwk.reshape(HH, WW, C, F).transpose(3, 2, 0, 1))
     return dx, dw
-
-
-def _scatter_dx(dout, wk, x_shape, HH, WW, stride, padding):
-    """dx = col2im(dout @ w_kᵀ), block by block (any stride and padding)."""
-    N, H, W, C = x_shape
-    _, Ho, Wo, F = dout.shape
-    L, K = Ho * Wo, wk.shape[0]
-    dx = np.zeros(x_shape, dtype=dout.dtype)
-    dout2 = dout.reshape(N * L, F)
-    B = _images_per_block(L * K * dout.itemsize)
-
-    def work(t, n0, n1):
-        buf = scratch(t, "cols", min(B, n1 - n0) * L * K, dout.dtype)
-        for a in range(n0, n1, B):
-            e = min(a + B, n1)
-            cols = buf[: (e - a) * L * K].reshape((e - a) * L, K)
-            np.matmul(dout2[a * L : e * L], wk.T, out=cols)
-            _col2im_kernel(cols, dx, a, e, HH, WW, stride, padding, padding, Ho, Wo)
-
-    parallel_for(work, N)
-    return dx
