@@ -9,8 +9,9 @@ run with ``NUMBA_DISABLE_JIT=1`` too (slowly): ``prange`` then is ``range``.
 
     im2col.py      im2col / col2im in NCHW: the classic gather and scatter behind a
                    convolution as a matrix product (the readable reference)
-    conv_nhwc.py   the convolution the fast ops use: channels-last, cache-sized
-                   column blocks, one-thread BLAS per core
+    conv_nhwc.py   the convolution the fast ops use: channels-last, per-image
+                   columns and BLAS products inside one Numba call per core
+    blas.py        gemm: numpy's BLAS called from inside Numba kernels (loop twin as fallback)
     batchnorm.py   batch norm statistics, and BN (+ residual add) + ReLU fused, forward and backward
     elementwise.py ReLU forward/backward, add
     reduce.py      the NaN/inf scan of every layer's input

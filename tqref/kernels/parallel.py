@@ -6,10 +6,13 @@ multiplies a block that stays in its own cache (measured on the 2-core
 development machine: one image of a 16-channel 32×32 layer, a 1024×144 by
 144×16 product, runs at 70–80 % of a core's peak, while the same product
 over the whole batch, 75 MB of columns, runs at 20–40 % of the machine's).
-BLAS cannot be called from inside a Numba ``prange`` without SciPy, so the
-batch is split here instead: thread t gets images [n0, n1), and runs
-Numba kernels (compiled with ``nogil=True``) and single-threaded BLAS calls
-on its slice while the other thread does the same on another slice.
+The batch is split here, in Python, rather than with a ``prange``: thread t
+gets images [n0, n1) and makes one call to a Numba kernel (compiled with
+``nogil=True``) that loops over those images, building each image's
+columns in a reusable scratch buffer of its own and multiplying them with
+single-threaded BLAS (``blas.gemm``), while the other thread does the same
+on another slice.  The scratch buffers outlive the call (``scratch``), so a
+step does not allocate and page-fault fresh megabytes for every layer.
 
     parallel_for(fn, n)     fn(t, start, stop) for T contiguous slices of range(n)
 
