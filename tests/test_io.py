@@ -12,6 +12,8 @@ from tqref.functional import softmax_cross_entropy
 from tqref.models import get_model
 from tqref.optim import SGD, paper_schedule
 
+from torch_reference import torch_cifar_resnet  # tests/torch_reference.py
+
 
 def _trained(model, steps=2, seed=0):
     """A model moved off its initial state (weights, BN statistics, momentum)."""
@@ -141,66 +143,9 @@ def test_torch_state_dict_holds_effective_weights():
     assert state["linear.weight"].shape == (10, 64) and state["conv1.weight"].dtype == np.float32
 
 
-def _torch_resnet20():
-    """The usual PyTorch CIFAR ResNet-20 with option-A shortcuts (He et al. 2016)."""
-    torch = pytest.importorskip("torch")
-    nn, F = torch.nn, torch.nn.functional
-
-    class LambdaLayer(nn.Module):
-        def __init__(self, fn):
-            super().__init__()
-            self.fn = fn
-
-        def forward(self, x):
-            return self.fn(x)
-
-    class BasicBlock(nn.Module):
-        def __init__(self, in_planes, planes, stride=1):
-            super().__init__()
-            self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.shortcut = nn.Sequential()
-            if stride != 1 or in_planes != planes:
-                self.shortcut = LambdaLayer(
-                    lambda x: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4)))
-
-        def forward(self, x):
-            out = F.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return F.relu(out + self.shortcut(x))
-
-    class ResNet(nn.Module):
-        def __init__(self, n=3, num_classes=10):
-            super().__init__()
-            self.in_planes = 16
-            self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
-            self.bn1 = nn.BatchNorm2d(16)
-            self.layer1 = self._stage(16, n, 1)
-            self.layer2 = self._stage(32, n, 2)
-            self.layer3 = self._stage(64, n, 2)
-            self.linear = nn.Linear(64, num_classes)
-
-        def _stage(self, planes, n, stride):
-            blocks = []
-            for s in [stride] + [1] * (n - 1):
-                blocks.append(BasicBlock(self.in_planes, planes, s))
-                self.in_planes = planes
-            return nn.Sequential(*blocks)
-
-        def forward(self, x):
-            out = F.relu(self.bn1(self.conv1(x)))
-            out = self.layer3(self.layer2(self.layer1(out)))
-            out = F.avg_pool2d(out, out.size()[3]).view(out.size(0), -1)
-            return self.linear(out)
-
-    return torch, ResNet()
-
-
 @pytest.mark.parametrize("ternary", [False, True], ids=["full-precision", "ternary"])
 def test_pytorch_resnet20_reproduces_tqref(tmp_path, ternary):
-    torch, net = _torch_resnet20()
+    torch, net = torch_cifar_resnet(20)
     if ternary:
         model = _ternary_resnet20()
         config = {"model": "resnet20", "ternary": True, "t_ex": 2}
@@ -228,3 +173,24 @@ def test_pytorch_resnet20_reproduces_tqref(tmp_path, ternary):
     if ternary:
         w = net.layer1[0].conv1.weight.detach().numpy()
         assert len(np.unique(w)) == 5
+
+
+@pytest.mark.parametrize("depth", [32, 44, 56])
+def test_pytorch_resnets_of_every_depth_take_the_export(depth):
+    """The deeper ResNets of the paper's table: the export fits the PyTorch
+    network of the same depth key for key, and both give the same logits."""
+    torch, net = torch_cifar_resnet(depth)
+    model = get_model(f"resnet{depth}", seed=2).eval()
+    state = {k: torch.from_numpy(v) for k, v in tio.torch_state_dict(model).items()}
+    net.load_state_dict(state, strict=True)
+    net.eval()
+    x = np.random.default_rng(6).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    assert np.abs(expected).max() > 0.01
+    np.testing.assert_allclose(model.forward(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_torch_reference_refuses_other_depths():
+    with pytest.raises(ValueError, match=r"depth: expected one of \(20, 32, 44, 56\), got 18"):
+        torch_cifar_resnet(18)

@@ -5,6 +5,7 @@
     summary   the per-layer table of a model or a checkpoint
     plot      PNG figures of a run: curves, learning rate, sparsity, weight histograms
     export    a checkpoint as an .npz a PyTorch CIFAR ResNet loads
+    compare   several runs side by side; the paper's table filled in with them
     download  fetch the official CIFAR-10 archive into the cache
     demo      a short run of a small net on a CIFAR-10 subset (writes nothing)
 
@@ -31,6 +32,7 @@ examples:
   python -m tqref evaluate runs/resnet20-ternary/best.npz
   python -m tqref plot runs/resnet20-ternary
   python -m tqref export runs/resnet20-ternary/best.npz resnet20_torch.npz --format torch
+  python -m tqref compare results/*/ --paper-table --markdown
 
 data: --data-dir DIR, else $TQREF_DATA, else ~/.cache/tqref (downloaded there when online);
 DIR is the folder that contains cifar-10-batches-py/.
@@ -202,6 +204,30 @@ def _add_export(sub):
     p.set_defaults(func=_cmd_export)
 
 
+def _add_compare(sub):
+    p = sub.add_parser(
+        "compare", formatter_class=_Formatter, help="several runs side by side; the paper's table filled in",
+        description="Read run folders written by 'train' and print one row per run: model, quantization, "
+                    "status (finished, or in progress at epoch k of N), schedule, final and best test top-1 "
+                    "(with its epoch), wall time, training images/s, and for ternary runs the whole-model "
+                    "compression and the share of zero ternary codes. Nothing is re-evaluated: the numbers "
+                    "come from config.json, log.jsonl and last.npz.\n\n"
+                    "--paper-table prints the paper's CIFAR-10 table instead, one row per ResNet depth: the "
+                    "paper's full-precision and ternary top-1 beside tqref's full-precision, ternary and "
+                    "t_ex=2 runs, placed by their settings (not by folder name); an empty cell shows '—'.",
+        epilog="examples:\n"
+               "  python -m tqref compare runs/r20 runs/r20t\n"
+               "  python -m tqref compare results/*/ --paper-table --markdown")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by 'train'")
+    p.add_argument("--paper-table", action="store_true",
+                   help="the paper's table (one row per model) instead of one row per run")
+    style = p.add_mutually_exclusive_group()
+    style.add_argument("--markdown", action="store_true", help="print a markdown table")
+    style.add_argument("--json", action="store_true",
+                       help="print a JSON list (runs, or the rows of --paper-table); top-1 as fractions")
+    p.set_defaults(func=_cmd_compare)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m tqref", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -214,6 +240,7 @@ def build_parser():
     _add_summary(sub)
     _add_plot(sub)
     _add_export(sub)
+    _add_compare(sub)
 
     download = sub.add_parser(
         "download", help="download the official CIFAR-10 archive into the cache (MD5 checked)",
@@ -357,6 +384,19 @@ def _cmd_export(args):
     from tqref.io import export_torch
     path, n, model = export_torch(args.checkpoint, args.output)
     print(f"wrote {path}: {n} arrays of {model} in PyTorch naming (ternary layers as alpha*T)")
+    return 0
+
+
+def _cmd_compare(args):
+    from tqref.compare import format_paper_table, format_runs, paper_table, read_run, to_json
+
+    runs = [read_run(run_dir) for run_dir in args.run_dirs]  # every folder checked before printing
+    style = "markdown" if args.markdown else "text"
+    if args.paper_table:
+        rows, left_out = paper_table(runs)
+        print(to_json(rows) if args.json else format_paper_table(rows, style, left_out))
+    else:
+        print(to_json(runs) if args.json else format_runs(runs, style))
     return 0
 
 

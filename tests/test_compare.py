@@ -1,0 +1,311 @@
+"""``python -m tqref compare``: the numbers it prints against the run folders'
+own log.jsonl, read here independently; the in-progress mark; the paper table,
+filled by each run's settings whatever its folder is called; markdown and
+JSON output; errors.  The runs are real ``Trainer`` runs of ResNet-20/32 on a
+synthetic CIFAR-10 (one step of 32 images per epoch), a few seconds in all."""
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from tqref.cli import main
+from tqref.compare import PAPER_TOP1, duration, paper_table, read_run
+from tqref.data import load_cifar10, write_synthetic_cifar10
+from tqref.train import Trainer, TrainConfig
+
+
+class Stop(Exception):
+    pass
+
+
+def _stop_after(epoch):
+    def hook(done, record):
+        if done == epoch:
+            raise Stop
+    return hook
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Run folders named so that a folder name never gives away the settings:
+
+        a         resnet20 full precision, 2/2 epochs (lr halved after the first), finished
+        b         resnet20 ternary t_ex=1, stopped after 2 of 3 epochs (in progress)
+        c         resnet20 ternary t_ex=2, 1/1 epoch, finished
+        resnet20-fp   a resnet32 full-precision run, 1/1 epoch, finished
+        small     the small net (fits no cell of the paper's table)
+    """
+    pytest.importorskip("tqref.ternary")
+    root = tmp_path_factory.mktemp("runs")
+    data = load_cifar10(write_synthetic_cifar10(tmp_path_factory.mktemp("cifar"), images_per_batch=32),
+                        verbose=False)
+
+    def run(name, stop_after=None, **settings):
+        config = TrainConfig(batch_size=32, train_subset=32, lr=0.05, **settings)
+        trainer = Trainer(config, root / name, data=data, log=lambda line: None, progress=False)
+        if stop_after is None:
+            trainer.fit()
+        else:
+            with pytest.raises(Stop):
+                trainer.fit(on_epoch_end=_stop_after(stop_after))
+        return root / name
+
+    return {"a": run("a", model="resnet20", epochs=2, milestones=(1,), gammas=(0.5,)),
+            "b": run("b", model="resnet20", ternary=True, epochs=3, stop_after=2),
+            "c": run("c", model="resnet20", ternary=True, t_ex=2, epochs=1),
+            "resnet20-fp": run("resnet20-fp", model="resnet32", epochs=1),
+            "small": run("small", model="small", epochs=1),
+            "data": data}
+
+
+def _log(run_dir):
+    """log.jsonl read here, without tqref."""
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def _expected(run_dir):
+    """The figures compare should print, computed from the log by hand."""
+    log = _log(run_dir)
+    top1 = [r["test_top1"] for r in log]
+    best = int(np.argmax(top1))  # the first of equal values
+    return {"final": top1[-1], "best": top1[best], "best_epoch": log[best]["epoch"],
+            "wall": sum(r["epoch_seconds"] for r in log), "images_per_s": np.mean([r["images_per_s"] for r in log]),
+            "epochs": log[-1]["epoch"], "sparsity": log[-1].get("sparsity")}
+
+
+def _pct(fraction):
+    return f"{100 * fraction:.2f}"
+
+
+def _text_rows(out):
+    """A text table (header, rule, rows; a blank line ends it) as dicts
+    column -> cell; cells are separated by two spaces or more."""
+    lines = out.splitlines()
+    header = re.split(r"\s{2,}", lines[0].strip())
+    rows = []
+    for line in lines[2:]:
+        if not line.strip():
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        assert len(cells) == len(header), line
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def _markdown_rows(out):
+    lines = [line for line in out.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split(" | ")]
+    assert set(lines[1]) <= set("|-:")
+    return [dict(zip(header, [c.strip() for c in line.strip("|").split(" | ")])) for line in lines[2:]]
+
+
+def _compare(capsys, *argv):
+    assert main(["compare", *map(str, argv)]) == 0
+    return capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- one row per run
+def test_text_table_matches_the_logs(runs, capsys):
+    names = ["a", "b", "c", "resnet20-fp"]
+    rows = _text_rows(_compare(capsys, *(runs[n] for n in names)))
+    assert [r["run"] for r in rows] == [str(runs[n]) for n in names]
+    for name, row in zip(names, rows):
+        e = _expected(runs[name])
+        assert row["final top-1 %"] == _pct(e["final"]), name
+        assert row["best top-1 % (epoch)"] == f"{_pct(e['best'])} ({e['best_epoch']})", name
+        assert row["wall time"] == duration(e["wall"]), name
+        assert row["images/s"] == f"{e['images_per_s']:.0f}", name
+        # milestones after the last epoch are not shown
+        assert row["schedule"] == ("lr 0.05, x0.5 at epoch 1" if name == "a" else "lr 0.05"), name
+    a, b, c, r32 = rows
+    assert (a["model"], a["quantization"], a["status"]) == ("resnet20", "full precision", "finished")
+    assert (b["quantization"], b["status"]) == ("ternary t_ex=1", "in progress (epoch 2/3)")
+    assert (c["quantization"], c["status"]) == ("ternary t_ex=2", "finished")
+    assert (r32["model"], r32["status"]) == ("resnet32", "finished")
+    # the summary's whole-model figures for ResNet-20 (README: 14.84x and 7.71x)
+    assert (a["compression"], b["compression"], c["compression"]) == ("—", "14.84×", "7.71×")
+    assert a["sparsity"] == "—"
+    for name, row in (("b", b), ("c", c)):
+        sparsity = _expected(runs[name])["sparsity"]
+        assert 0 < sparsity < 1 and row["sparsity"] == f"{100 * sparsity:.1f} %"
+
+
+def test_json_holds_the_logged_numbers(runs, capsys):
+    out = json.loads(_compare(capsys, runs["a"], runs["b"], "--json"))
+    assert isinstance(out, list) and [r["run"] for r in out] == [str(runs["a"]), str(runs["b"])]
+    for name, got in zip("ab", out):
+        e = _expected(runs[name])
+        assert got["final_top1"] == e["final"] and got["best_top1"] == e["best"]
+        assert got["best_epoch"] == e["best_epoch"] and got["epochs_done"] == e["epochs"]
+        assert got["wall_seconds"] == pytest.approx(e["wall"], rel=1e-12)
+        assert got["images_per_s"] == pytest.approx(e["images_per_s"], rel=1e-12)
+    assert (out[0]["finished"], out[0]["epochs_planned"], out[0]["sparsity"]) == (True, 2, None)
+    assert (out[1]["finished"], out[1]["epochs_planned"], out[1]["status"]) == (False, 3, "in progress (epoch 2/3)")
+    assert out[1]["sparsity"] == _expected(runs["b"])["sparsity"]
+
+
+def test_best_is_the_first_epoch_with_the_highest_top1(runs, tmp_path, capsys):
+    """A log whose final epoch is not its best, with a tie for the best:
+    compare names the first of the tied epochs, as best.npz holds it."""
+    run = tmp_path / "edited"
+    shutil.copytree(runs["b"], run)
+    record = _log(run)[0]
+    lines = [json.dumps({**record, "epoch": k + 1, "test_top1": top1, "epoch_seconds": 1800.0})
+             for k, top1 in enumerate([0.30, 0.55, 0.55, 0.41])]
+    (run / "log.jsonl").write_text("\n".join(lines) + "\n")
+    row = _text_rows(_compare(capsys, run))[0]
+    assert row["final top-1 %"] == "41.00" and row["best top-1 % (epoch)"] == "55.00 (2)"
+    assert row["wall time"] == "2 h 00 min"
+    assert row["status"] == "in progress (epoch 4/3)"  # no result.json: not finished
+
+
+def test_an_extended_run_is_in_progress_despite_its_result_json(runs, tmp_path):
+    run = tmp_path / "extended"
+    shutil.copytree(runs["c"], run)
+    Trainer({"epochs": 3}, run, resume=True, data=runs["data"], log=lambda line: None, progress=False)
+    assert (run / "result.json").is_file()  # from the first, 1-epoch session
+    got = read_run(run)
+    assert (got["finished"], got["status"]) == (False, "in progress (epoch 1/3)")
+
+
+def test_a_run_before_its_first_epoch(runs, tmp_path, capsys):
+    run = tmp_path / "starting"
+    Trainer(TrainConfig(model="small", epochs=5, train_subset=32), run, data=runs["data"], log=lambda line: None,
+            progress=False)
+    assert (run / "config.json").is_file() and not (run / "log.jsonl").exists()
+    row = _text_rows(_compare(capsys, run))[0]
+    assert row["status"] == "in progress (epoch 0/5)"
+    assert row["final top-1 %"] == row["best top-1 % (epoch)"] == row["wall time"] == "—"
+
+
+def test_markdown_table(runs, capsys):
+    out = _compare(capsys, runs["a"], runs["b"], "--markdown")
+    assert out.splitlines()[1].startswith("|---|---|")
+    rows = _markdown_rows(out)
+    assert [r["run"] for r in rows] == [str(runs["a"]), str(runs["b"])]
+    e = _expected(runs["b"])
+    assert rows[1]["final top-1 %"] == _pct(e["final"]) and rows[1]["status"] == "in progress (epoch 2/3)"
+
+
+def test_duration():
+    assert [duration(s) for s in (0.4, 59.9, 60, 754.2, 3599, 3600, 11230)] == \
+        ["0 s", "59 s", "1 min 00 s", "12 min 34 s", "59 min 59 s", "1 h 00 min", "3 h 07 min"]
+
+
+# ---------------------------------------------------------------- the paper's table
+def test_paper_table_places_runs_by_their_settings(runs, capsys):
+    argv = [runs[n] for n in ("a", "b", "c", "resnet20-fp", "small")]
+    out = _compare(capsys, *argv, "--paper-table")
+    rows = {r["model"]: r for r in _text_rows(out)}
+    assert list(rows) == ["ResNet-20", "ResNet-32", "ResNet-44", "ResNet-56"]
+    for model, (fp, ternary) in PAPER_TOP1.items():
+        row = rows[f"ResNet-{model[6:]}"]
+        assert (row["paper FP"], row["paper ternary"]) == (f"{fp:.2f}", f"{ternary:.2f}")
+    assert rows["ResNet-20"]["paper FP"] == "91.70" and rows["ResNet-56"]["paper ternary"] == "92.86"
+
+    def cell(name):
+        e = _expected(runs[name])
+        return f"{_pct(e['final'])} (best {_pct(e['best'])}, epoch {e['best_epoch']})"
+
+    r20, r32 = rows["ResNet-20"], rows["ResNet-32"]
+    assert r20["tqref FP"] == cell("a")
+    assert r20["tqref ternary"] == cell("b") + "; in progress (epoch 2/3)"
+    assert r20["tqref t_ex=2"] == cell("c")
+    # the folder called resnet20-fp holds a ResNet-32 run: it goes to the ResNet-32 row
+    assert r32["tqref FP"] == cell("resnet20-fp")
+    assert r32["tqref ternary"] == r32["tqref t_ex=2"] == r32["compression"] == "—"
+    assert set(rows["ResNet-44"].values()) - {"ResNet-44", "92.47", "92.71"} == {"—"}
+    assert r20["compression"] == "14.84× (t_ex=2: 7.71×)"
+    s_b, s_c = _expected(runs["b"])["sparsity"], _expected(runs["c"])["sparsity"]
+    assert r20["sparsity"] == f"{100 * s_b:.1f} % (t_ex=2: {100 * s_c:.1f} %)"
+    assert "Not in the table" in out and f"{runs['small']} (small, full precision)" in out
+
+
+def test_paper_table_as_markdown_and_json(runs, capsys):
+    rows = _markdown_rows(_compare(capsys, runs["b"], "--paper-table", "--markdown"))
+    assert [r["model"] for r in rows] == ["ResNet-20", "ResNet-32", "ResNet-44", "ResNet-56"]
+    assert rows[0]["tqref FP"] == "—" and rows[0]["tqref ternary"].endswith("; in progress (epoch 2/3)")
+
+    out = json.loads(_compare(capsys, runs["a"], runs["c"], runs["resnet20-fp"], "--paper-table", "--json"))
+    assert [r["model"] for r in out] == ["resnet20", "resnet32", "resnet44", "resnet56"]
+    assert out[0]["paper_top1_percent"] == {"fp": 91.70, "ternary": 91.65}
+    assert out[0]["fp"]["run"] == str(runs["a"]) and out[0]["ternary"] is None
+    assert out[0]["ternary_tex2"]["final_top1"] == _expected(runs["c"])["final"]
+    assert out[1]["fp"]["model"] == "resnet32" and out[2]["fp"] is None
+
+
+def test_paper_table_refuses_two_runs_for_one_cell(runs, tmp_path, capsys):
+    twin = tmp_path / "twin"
+    shutil.copytree(runs["a"], twin)
+    line = _error(capsys, ["compare", str(runs["a"]), str(twin), "--paper-table"])
+    assert str(runs["a"]) in line and str(twin) in line and "pass only the one to show" in line
+    # one row per run is fine with both
+    assert len(_text_rows(_compare(capsys, runs["a"], twin))) == 2
+
+
+def test_variants_do_not_fill_the_papers_cells(runs, tmp_path):
+    run = tmp_path / "twn"
+    shutil.copytree(runs["b"], run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "variant": "twn"}))
+    got = read_run(run)
+    assert got["quantization"] == "ternary t_ex=1, twn"
+    rows, left_out = paper_table([got])
+    assert rows[0]["ternary"] is None and left_out == [got]
+
+
+# ---------------------------------------------------------------- bad input
+def _error(capsys, argv, status=2):
+    assert main(argv) == status
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: "), err
+    return err[-1]
+
+
+def test_not_a_run_folder(runs, tmp_path, capsys):
+    line = _error(capsys, ["compare", str(runs["a"]), str(tmp_path / "nowhere")])
+    assert f"{tmp_path / 'nowhere'} does not exist" in line
+    (tmp_path / "empty").mkdir()
+    line = _error(capsys, ["compare", str(tmp_path / "empty")])
+    assert f"{tmp_path / 'empty'} is not a run folder: it has no config.json" in line
+    line = _error(capsys, ["compare", str(runs["a"] / "log.jsonl")])
+    assert f"{runs['a'] / 'log.jsonl'} is a file" in line
+    # the folder that holds the runs: say so
+    line = _error(capsys, ["compare", str(runs["a"].parent)])
+    assert "it holds run folders (a, b, c, resnet20-fp, small): pass those" in line
+    assert capsys.readouterr().out == ""  # nothing printed before the error
+
+
+def test_unreadable_config_and_log(runs, tmp_path, capsys):
+    run = tmp_path / "broken"
+    shutil.copytree(runs["a"], run)
+    (run / "config.json").write_text("{\"model\": ")
+    assert f"{run / 'config.json'}: not valid JSON" in _error(capsys, ["compare", str(run)])
+    (run / "config.json").write_text(json.dumps({"model": "resnet20", "colour": "red"}))
+    assert "not the settings of a tqref run: TrainConfig: unknown setting(s) ['colour']" in \
+        _error(capsys, ["compare", str(run)])
+    shutil.copy(runs["a"] / "config.json", run / "config.json")
+    (run / "log.jsonl").write_text(json.dumps({"epoch": 1, "test_top1": 0.5}) + "\n")
+    line = _error(capsys, ["compare", str(run)])
+    assert f"{run / 'log.jsonl'}: the record of epoch 1 lacks images_per_s, epoch_seconds" in line
+
+
+def test_markdown_and_json_exclude_each_other(runs, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", str(runs["a"]), "--markdown", "--json"])
+    assert exit_.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("RUN_DIR", "--paper-table", "--markdown", "--json", "in progress", "not by folder name"):
+        assert words in text, words
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "compare" in capsys.readouterr().out

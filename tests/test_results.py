@@ -1,0 +1,184 @@
+"""The committed training runs in results/: every folder results/NAME/ that
+holds a last.npz is checked to be what its files say it is.
+
+    (a) config.json, log.jsonl and the checkpoints agree: same settings, the
+        checkpoint's epoch is a logged epoch, its accuracies (and for ternary
+        runs the share of zero codes) are the ones logged for that epoch;
+    (b) last.npz evaluated on the CIFAR-10 test set (tqref.train.evaluate, as
+        ``python -m tqref evaluate`` does) gives exactly the logged test top-1;
+    (c) its PyTorch export (``export --format torch``) loaded into a plain
+        PyTorch CIFAR ResNet (tests/torch_reference.py) gives the same top-1
+        (skipped without torch);
+    (d) every packed export (``*.packed.npz``) in the folder evaluates to the
+        top-1 logged for its epoch (skipped when there is none).
+
+The runs may still be training: the trainer replaces last.npz (atomically)
+after every epoch.  So last.npz is copied once, and everything is compared
+with the epoch stored inside that copy, never with "the last line of the log".
+The log is read after the copy: the trainer appends an epoch's log line before
+it writes that epoch's checkpoint, so the copy's epoch is always in the log.
+
+(b)-(d) need the CIFAR-10 test set, found as tqref finds it without
+--data-dir ($TQREF_DATA, then the cache); they are skipped when it is not
+found.  Time on the 2-core development machine with the two ResNet-20
+training runs sharing the cores: per ResNet-20 run about 13 s for (b) and
+20 s for (c) (10,000 test images, batch 256 in tqref, 500 in PyTorch), 70 s
+for the whole file with two runs; a ResNet-56 run takes about 3x as long.
+"""
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tqref import io as tio
+from tqref.data import FOLDER, TEST_FILE, DataError, find_cifar10, load_batch, normalize
+from tqref.nn import no_grad
+from tqref.train import TrainConfig, evaluate, read_log, ternary_stats
+
+from torch_reference import torch_cifar_resnet  # tests/torch_reference.py
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+RUNS = sorted(path.parent for path in RESULTS.glob("*/last.npz"))
+
+# settings a resumed run may change (``Trainer._prepare_resume``), and what
+# config.json holds beyond the TrainConfig
+MAY_CHANGE_ON_RESUME = ("epochs", "data_dir")
+NOT_SETTINGS = ("data_root",)
+
+
+@pytest.fixture(scope="module", params=RUNS, ids=[run.name for run in RUNS])
+def run_dir(request):
+    return request.param
+
+
+def _snapshot(run_dir, name, folder):
+    """Copy ``run_dir/name`` once (a single read: the trainer's atomic rename
+    never changes a file already opened), then read the copy and the log."""
+    copy = folder / name
+    shutil.copyfile(run_dir / name, copy)
+    model, ckpt = tio.load_model(copy)
+    records = read_log(run_dir)  # after the copy, so the copy's epoch is logged
+    return SimpleNamespace(path=copy, model=model, ckpt=ckpt, records=records,
+                           logged={r["epoch"]: r for r in records})
+
+
+@pytest.fixture(scope="module")
+def last(run_dir, tmp_path_factory):
+    """last.npz of the run, read once: .path (the copy), .model (eval mode),
+    .ckpt (tqref.io.Checkpoint), .records / .logged (the log, a list / by epoch)."""
+    return _snapshot(run_dir, "last.npz", tmp_path_factory.mktemp(run_dir.name))
+
+
+@pytest.fixture(scope="module")
+def cifar10_test():
+    """The CIFAR-10 test images (uint8, (10000, 3, 32, 32)) and labels."""
+    try:
+        root = find_cifar10()
+    except DataError as err:
+        pytest.skip(f"needs the CIFAR-10 test set: {err}")
+    return load_batch(root / FOLDER / TEST_FILE)
+
+
+def _test_images(cifar10_test, config):
+    """The test images the run evaluated after each epoch (its test_subset, if any)."""
+    images, labels = cifar10_test
+    n = config.get("test_subset") or len(images)
+    return images[:n], labels[:n]
+
+
+# ---------------------------------------------------------------- (a) the files agree
+@pytest.mark.parametrize("name", ["last.npz", "best.npz"])
+def test_config_log_and_checkpoint_agree(run_dir, tmp_path, name):
+    if not (run_dir / name).is_file():
+        pytest.skip(f"{run_dir.name} has no {name} yet")
+    snap = _snapshot(run_dir, name, tmp_path)
+    ckpt = snap.ckpt
+
+    config = json.loads((run_dir / "config.json").read_text())
+    settings = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
+    assert set(settings) == set(ckpt.config), "config.json and the checkpoint hold other settings"
+    differ = {k: (settings[k], ckpt.config[k]) for k in settings
+              if k not in MAY_CHANGE_ON_RESUME and settings[k] != ckpt.config[k]}
+    assert not differ, f"config.json and {name} disagree (config.json, checkpoint): {differ}"
+    TrainConfig.from_dict(ckpt.config).validate()
+
+    epochs = [r["epoch"] for r in snap.records]
+    assert epochs == list(range(1, len(epochs) + 1)), f"log.jsonl epochs are not 1, 2, ...: {epochs}"
+    assert ckpt.epoch in snap.logged, f"{name} holds epoch {ckpt.epoch}, the log ends at {epochs[-1:]}"
+    record = snap.logged[ckpt.epoch]
+    assert (ckpt.metrics["top1"], ckpt.metrics["top5"]) == (record["test_top1"], record["test_top5"])
+    # the best so far: the first epoch up to the checkpoint's with the highest top-1
+    so_far = [r for r in snap.records if r["epoch"] <= ckpt.epoch]
+    best = max(so_far, key=lambda r: r["test_top1"])
+    assert (ckpt.metrics["best_top1"], ckpt.metrics["best_epoch"]) == (best["test_top1"], best["epoch"])
+    if name == "best.npz":
+        assert ckpt.epoch == best["epoch"]
+
+    if ckpt.config.get("ternary"):
+        sparsity, layers = ternary_stats(snap.model)
+        assert sparsity == record["sparsity"], "the checkpoint's zero codes are not the logged ones"
+        assert layers == record["layers"]
+
+
+# ---------------------------------------------------------------- (b) it evaluates to the log
+def test_checkpoint_reproduces_its_logged_top1(last, cifar10_test):
+    images, labels = _test_images(cifar10_test, last.ckpt.config)
+    batch = last.ckpt.config.get("eval_batch_size", 256)  # as the run evaluated it
+    got = evaluate(last.model, images, labels, batch)
+    record = last.logged[last.ckpt.epoch]
+    assert (got["top1"], got["top5"]) == (record["test_top1"], record["test_top5"]), \
+        f"epoch {last.ckpt.epoch}: evaluated {got}, logged top-1 {record['test_top1']}, top-5 {record['test_top5']}"
+    assert got["loss"] == pytest.approx(record["test_loss"], rel=1e-5)
+
+
+# ---------------------------------------------------------------- (c) the same in PyTorch
+def test_torch_export_gives_the_same_top1(last, cifar10_test, tmp_path):
+    """The exported weights in a PyTorch ResNet of the same depth.  Float32
+    sums in another order differ by ~1e-5 in the logits, which can only flip
+    an image whose two highest logits lie closer than twice that; such
+    near-ties are counted, and the number of correct images may differ by at
+    most their number (in practice there is none, and the top-1 is equal)."""
+    model_name = last.ckpt.config["model"]
+    if not model_name.startswith("resnet"):
+        pytest.skip(f"no PyTorch reference for the {model_name} model")
+    torch, net = torch_cifar_resnet(int(model_name[len("resnet"):]))
+    exported, _, _ = tio.export_torch(last.path, tmp_path / "torch.npz")
+    with np.load(exported, allow_pickle=False) as z:
+        net.load_state_dict({k: torch.from_numpy(z[k]) for k in z.files}, strict=True)
+    net.eval()
+
+    images, labels = _test_images(cifar10_test, last.ckpt.config)
+    x = normalize(images)  # as tqref's batches normalise them
+    with torch.no_grad():
+        logits = np.concatenate([net(torch.from_numpy(x[i:i + 500])).numpy() for i in range(0, len(x), 500)])
+    # the logits themselves, on the first batch
+    with no_grad():
+        np.testing.assert_allclose(logits[:256], last.model.forward(x[:256]), rtol=1e-4, atol=1e-4)
+
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    near_ties = int(np.sum(top2[:, 1] - top2[:, 0] < 2e-4))
+    correct_torch = int(np.sum(logits.argmax(axis=1) == labels))
+    correct_logged = round(last.logged[last.ckpt.epoch]["test_top1"] * len(labels))
+    assert abs(correct_torch - correct_logged) <= near_ties, \
+        f"PyTorch: {correct_torch} correct, logged: {correct_logged} of {len(labels)} ({near_ties} near-ties)"
+
+
+# ---------------------------------------------------------------- (d) the packed file
+def test_packed_export_gives_the_same_top1(run_dir, cifar10_test):
+    from tqref.deploy import load_packed
+    packed_files = sorted(run_dir.glob("*.packed.npz"))
+    if not packed_files:
+        pytest.skip(f"no packed export (*.packed.npz) in {run_dir.name}")
+    records = {r["epoch"]: r for r in read_log(run_dir)}
+    for path in packed_files:
+        model = load_packed(path)
+        epoch = model.metadata.get("epoch")
+        assert epoch in records, (f"{path.name}: its metadata names epoch {epoch!r}, not a logged epoch "
+                                  f"(export it with 'python -m tqref export CKPT OUT --format packed')")
+        images, labels = _test_images(cifar10_test, model.metadata.get("config") or {})
+        got = evaluate(model, images, labels, 256)
+        assert got["top1"] == records[epoch]["test_top1"], f"{path.name}: {got}, logged {records[epoch]}"
