@@ -133,7 +133,8 @@ def test_conv_without_blas_falls_back_to_loops(tmp_path):
 # the convolution, at ResNet shapes and with both threads
 # ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("C, F, hw, stride", [(3, 16, 12, 1), (16, 16, 10, 1), (16, 32, 10, 2), (8, 8, 5, 1)])
+@pytest.mark.parametrize("C, F, hw, stride", [(3, 16, 12, 1), (16, 16, 10, 1), (16, 32, 10, 2), (8, 8, 5, 1),
+                                              (32, 32, 7, 1), (64, 32, 6, 1)])  # the last two: Winograd
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-5)], ids=["f64", "f32"])
 def test_conv_fast_equals_naive_at_resnet_shapes(C, F, hw, stride, dtype, rtol):
     rng = np.random.default_rng(2)
@@ -161,6 +162,29 @@ def test_conv_with_padding_beyond_the_kernel_uses_the_scatter_path():
     dout = rng.standard_normal(out_n.shape)
     for a, b, name in zip(conv2d_backward(dout, cache_f)[:2], conv2d_backward_naive(dout, cache_n)[:2], "xw"):
         close(a, b, 1e-12, "d" + name)
+
+
+def test_winograd_is_used_from_32_channels_and_agrees_with_the_direct_kernel(monkeypatch):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 32, 6, 5))
+    w = rng.standard_normal((40, 32, 3, 3))
+    dout = rng.standard_normal((3, 40, 6, 5))
+    calls = []
+    real = kc.conv3x3_winograd_nhwc
+    monkeypatch.setattr(kc, "conv3x3_winograd_nhwc", lambda *a: calls.append(a[0].shape) or real(*a))
+    out, cache = conv2d_forward(x, w, None, 1, 1)
+    dx, dw, _ = conv2d_backward(dout, cache)
+    assert calls == [(3, 6, 5, 32), (3, 6, 5, 40)]  # forward, then the input gradient
+    monkeypatch.setattr(kc, "WINOGRAD_MIN_CHANNELS", None)
+    out_d, cache_d = conv2d_forward(x, w, None, 1, 1)
+    dx_d, dw_d, _ = conv2d_backward(dout, cache_d)
+    assert len(calls) == 2
+    close(out, out_d, 1e-13, "out")
+    close(dx, dx_d, 1e-13, "dx")
+    np.testing.assert_array_equal(dw, dw_d)  # the weight gradient never uses Winograd
+    x16 = rng.standard_normal((2, 16, 6, 6))
+    conv2d_forward(x16, rng.standard_normal((16, 16, 3, 3)), None, 1, 1)
+    assert len(calls) == 2  # 16 channels: the direct kernel
 
 
 def test_conv_on_one_thread_equals_two(monkeypatch):

@@ -35,6 +35,11 @@ kernel instead of a scatter.  (Measured: the earlier version of this
 file, with the per-block loop in Python calling ``np.matmul``, ran the
 ResNet-20 3×3 convolutions 1.25–1.45× slower on two threads.)
 
+3×3 stride-1 convolutions with ≥ 32 channels (forward and input gradient)
+go to Winograd F(2×2, 3×3) instead (``winograd.py``; the threshold
+``WINOGRAD_MIN_CHANNELS`` below says why); the weight gradient always
+takes the row-column products here.
+
 Functions (arrays NHWC, C-contiguous):
 
     im2col_nhwc(x, n0, n1, HH, WW, stride, pad_h, pad_w)   -> cols (rows, K)
@@ -49,6 +54,23 @@ import numpy as np
 
 from tqref.kernels.blas import gemm
 from tqref.kernels.parallel import num_threads, parallel_for, scratch
+from tqref.kernels.winograd import conv3x3_winograd_nhwc
+
+# 3×3 stride-1 convolutions with at least this many input and output channels
+# go to Winograd F(2×2, 3×3) (winograd.py): 2.25× fewer multiplications, but
+# transforms that move 4× the data through the cache.  Measured on the 2-core
+# development machine (benchmarks/winograd.py, batch 128, 2 threads), against
+# the row-column kernel here: 1.26–1.36× faster at 32 channels, 1.38–1.61×
+# at 64, no gain at 16 (0.95–1.04×) and slower for the 3-channel first layer.
+# A ResNet-20 training step got ≈ 1.05× faster, inference 1.09–1.15×.  The
+# float32 error is a little larger than the direct kernel's (≤ 1e-6 of the
+# output scale; tests/test_winograd.py).  None switches Winograd off.
+WINOGRAD_MIN_CHANNELS = 32
+
+
+def _winograd_pays(HH, WW, C, F, padding):
+    return (WINOGRAD_MIN_CHANNELS is not None and HH == 3 and WW == 3 and padding <= 2
+            and min(C, F) >= WINOGRAD_MIN_CHANNELS)
 
 
 def output_size(size, kernel, stride, padding):
@@ -318,6 +340,8 @@ def conv_forward_nhwc(x, w, stride, padding):
     """x (N, H, W, C) C-contiguous, w (F, C, HH, WW) -> out (N, H_out, W_out, F)."""
     N, H, W, C = x.shape
     F, _, HH, WW = w.shape
+    if stride == 1 and _winograd_pays(HH, WW, C, F, padding):
+        return conv3x3_winograd_nhwc(x, w.astype(x.dtype, copy=False), padding)
     wk = weight_matrix(w).astype(x.dtype, copy=False)
     if stride == 1:
         return _stride1_forward(x, wk, HH, WW, padding, padding)
@@ -356,7 +380,10 @@ def conv_backward_nhwc(x, w, dout, stride, padding, need_dx=True):
 
         parallel_for(work, N)
         dx = None
-        if need_dx:
+        if need_dx and _winograd_pays(HH, WW, F, C, HH - 1 - padding):
+            w_flip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype=dtype)
+            dx = conv3x3_winograd_nhwc(dout, w_flip, HH - 1 - padding)  # (C, F, 3, 3) kernel
+        elif need_dx:
             dx = _stride1_forward(dout, flipped_weight_matrix(w).astype(dtype, copy=False),
                                   HH, WW, HH - 1 - padding, WW - 1 - padding)
     else:

@@ -1,0 +1,426 @@
+"""Winograd F(2×2, 3×3) convolution on channels-last (NHWC) arrays (Lavin & Gray 2016).
+
+The idea.  A 3×3, stride-1 convolution computes each 2×2 block of outputs
+from the 4×4 block of (padded) input under it.  Done directly that is
+4 · 9 = 36 multiplications per channel pair (c, f); Winograd's minimal
+filtering algorithm does it with 16, because it first moves the input tile
+d (4×4) and the kernel g (3×3) into a space where convolution becomes an
+element-wise product, then moves the product back:
+
+    Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A                       Y: 2×2, one (c, f) pair
+
+and, summed over the input channels c (the transforms are linear, so the
+sum moves inside Aᵀ[·]A):
+
+    U[ξ, ν, c, f] = (G g_fc Gᵀ)[ξ, ν]                      weights, once per call
+    V[ξ, ν, t, c] = (Bᵀ d_tc B)[ξ, ν]                      input tile t, channel c
+    M[ξ, ν, t, f] = Σ_c V[ξ, ν, t, c] · U[ξ, ν, c, f]      16 matrix products (T × C) @ (C × F)
+    Y_tf          = Aᵀ M[:, :, t, f] A                     the 2×2 outputs of tile t
+
+with the constant matrices (module constants ``B``, ``G``, ``A``)
+
+         ⎡ 1  0 −1  0⎤          ⎡ 1    0    0 ⎤          ⎡ 1  1  1  0⎤
+    Bᵀ = ⎢ 0  1  1  0⎥      G = ⎢ ½    ½    ½ ⎥     Aᵀ = ⎣ 0  1 −1 −1⎦
+         ⎢ 0 −1  1  0⎥          ⎢ ½   −½    ½ ⎥
+         ⎣ 0  1  0 −1⎦          ⎣ 0    0    1 ⎦
+
+Tile t = (n, ty, tx) reads padded rows 2·ty … 2·ty + 3 and columns
+2·tx … 2·tx + 3 and writes outputs (2·ty + i, 2·tx + j), i, j ∈ {0, 1}:
+neighbouring tiles overlap by two rows/columns.  When H_out or W_out is odd
+the last tile sticks out by one: its input is read as zeros past the
+padded image and its extra outputs are dropped.
+
+Cost.  The products do 16·C·F multiply-adds per tile of 4 outputs instead
+of 36·C·F: 2.25× fewer.  The transforms are additions only (Bᵀ and Aᵀ hold
+0 and ±1) but they are not free: V is 4× the input (16 numbers per 4
+pixels) and M 4× the output, and both pass through the L2 cache on their
+way to and from the products.  Measured on the 2-core development machine
+(``benchmarks/winograd.py``, float32, ResNet-20 layers, batch 128 and 256,
+2 threads), against ``conv_nhwc.conv_forward_nhwc``:
+
+    16 channels at 32×32   0.95–1.04×   the transforms cost more than the products:
+                                        (1 thread, 128 images: products 2.7 ms; split 0.4,
+                                        input 1.7, output 1.2, store 0.3 ms)
+    32 channels at 16×16   1.26–1.36×   (1 thread: 1.27–1.32×)
+    64 channels at 8×8     1.38–1.61×   (1 thread: 1.58–1.66×; products 2.4 of 3.5 ms)
+    3 → 16 channels        0.65–0.7×    (the first layer: products with K = 3)
+
+Accuracy.  The intermediate values are larger than the result (V sums 4
+inputs with ±1, U up to 9 weights with ½ and ¼, Y 9 products with ±1), so
+float32 rounding errors are somewhat larger than those of direct
+convolution: measured on random data (C = 3…256), max |error| / max |out|
+1.6–7e-7 against 0.9–5e-7 for the direct kernel, rms 1.2–1.8× the direct's.
+``tests/test_winograd.py`` bounds it.  Float64 agrees with direct
+convolution to ~1e-15 relative.
+
+The fast version.  Each thread takes a slice of the batch
+(``parallel.parallel_for``) and, in one Numba call, walks it in blocks of
+nb images, nb chosen so that V and M fit ``BLOCK_BYTES`` (the core's L2):
+
+    1. split columns   X[n, hp, parity, q, :] = x_pad[n, hp, 2q + parity, :]
+    2. input transform V_ξν (T × C) for all T tiles of the block
+    3. 16 products     M_ξν = V_ξν @ U_ξν  (BLAS, ``blas.gemm``)
+    4. output transform, tile row by tile row, and store into out (NHWC)
+
+(U, the weights' transform, is made once per call, before the threads start.)
+
+Why split the columns.  Tiles step by 2 pixels, so "column b of every tile
+of a tile row" is every other pixel of the row.  After the split it is one
+contiguous run of tw·C numbers, and step 2 becomes 24 long loops per tile
+row instead of 16 loops of C numbers per *tile*.  (Step 4 needs no split:
+a tile row's part of M_ξν is one run already; only the final store
+interleaves the pixels, one short copy per output pixel.)  Measured
+(64 images, 16 channels, 1 thread): an input transform with one
+pass over the 16 values of a tile per channel did not vectorise at all
+(LLVM gives up proving that 16 loads and 16 stores do not overlap):
+13.5 ms; one loop of C per (tile, ξ, ν): 2.0 ms (each short loop costs
+~20 cycles of set-up); long loops over split rows: 0.7 ms.  Two more
+Numba lessons from the same measurements: make 1-D views of the scratch
+arrays once, in the caller (a ``reshape`` inside the per-row helpers made
+them 1.5–2× slower), and index the innermost loop with the bare loop
+variable (``a[i, j, c]``, not ``a[i, o + c]``: Numba's negative-index
+check on ``o + c`` turned the copy into gathers and scatters).
+
+    conv3x3_winograd_nhwc(x, w, padding)        -> out (N, H_out, W_out, F)
+    conv3x3_winograd_nhwc_naive(x, w, padding)  the same, NumPy, tile by tile
+    winograd_weights(w, dtype)                  -> U (16, C, F)
+    B, G, A                                     the transform matrices
+"""
+
+import numba
+import numpy as np
+
+from tqref.kernels.blas import gemm
+from tqref.kernels.parallel import parallel_for, scratch
+
+BT = np.array([[1, 0, -1, 0],
+               [0, 1, 1, 0],
+               [0, -1, 1, 0],
+               [0, 1, 0, -1]], dtype=np.float64)
+B = BT.T.copy()                                          # (4, 4): input transform, V = Bᵀ d B
+G = np.array([[1.0, 0.0, 0.0],
+              [0.5, 0.5, 0.5],
+              [0.5, -0.5, 0.5],
+              [0.0, 0.0, 1.0]])                          # (4, 3): kernel transform, U = G g Gᵀ
+AT = np.array([[1, 1, 1, 0],
+               [0, 1, -1, -1]], dtype=np.float64)
+A = AT.T.copy()                                          # (4, 2): output transform, Y = Aᵀ M A
+
+# Budget for one block's V and M (bytes): half the 1 MB L2 of a Zen 4 core.
+# Measured (benchmarks/winograd.py --block-bytes, ResNet-20 shapes): 128 KB
+# to 1 MB ran within 2 % of each other, 2 MB up to 15 % slower (64 channels).
+# A block is at least one image (16 channels at 32×32: 512 KB).
+BLOCK_BYTES = 512 * 1024
+
+
+def _check(x, w, padding):
+    if x.ndim != 4 or w.ndim != 4 or w.shape[2:] != (3, 3) or w.shape[1] != x.shape[3]:
+        raise ValueError(f"winograd: need x (N, H, W, C) and w (F, C, 3, 3), got {x.shape} and {w.shape}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"winograd: x must be float32 or float64, got {x.dtype}")
+    if padding not in (0, 1, 2):
+        raise ValueError(f"winograd: padding must be 0, 1 or 2, got {padding}")
+    Ho, Wo = x.shape[1] + 2 * padding - 2, x.shape[2] + 2 * padding - 2
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"winograd: 3×3 kernel larger than the padded input {x.shape}, padding {padding}")
+    return Ho, Wo
+
+
+def winograd_weights(w, dtype):
+    """w (F, C, 3, 3) -> U (16, C, F), U[4ξ + ν, c, f] = (G w[f, c] Gᵀ)[ξ, ν], C-contiguous.
+
+    In float64, rounded once to dtype, in Numba.  (``G @ w @ G.T`` in NumPy,
+    F·C little products, took 0.6 ms at C = F = 64, a fifth of the whole
+    convolution; as one product (F·C, 9) @ (9, 16) it went to a multi-threaded
+    BLAS that fought other busy processes for the two cores.)
+    """
+    F, C = w.shape[:2]
+    U = np.empty((16, C, F), dtype=dtype)
+    _weight_transform(w, U)
+    return U
+
+
+# ----------------------------------------------------------------------------
+# The naive twin: the equations, one tile position at a time
+# ----------------------------------------------------------------------------
+
+def conv3x3_winograd_nhwc_naive(x, w, padding):
+    """x (N, H, W, C), w (F, C, 3, 3) -> out (N, H_out, W_out, F), stride 1.
+
+    For every tile position (ty, tx), for all images and channel pairs at once:
+
+        d = x_pad[:, 2ty : 2ty + 4, 2tx : 2tx + 4, :]       input tiles (N, 4, 4, C)
+        V = Bᵀ d B                                          per (n, c)
+        M[n, f] = Σ_c U[f, c] ⊙ V[n, c],   U = G w Gᵀ       per (f, c), computed once
+        Y = Aᵀ M A                                          (N, F, 2, 2)
+    """
+    Ho, Wo = _check(x, w, padding)
+    N, H, W, C = x.shape
+    F = w.shape[0]
+    dt = x.dtype
+    Bd, Gd, Ad = B.astype(dt), G.astype(dt), A.astype(dt)
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2                        # tiles per column / row
+    U = Gd @ w.astype(dt) @ Gd.T                                 # (F, C, 4, 4)
+    # zeros: `padding` before, and after it enough for whole tiles (one more if H_out is odd)
+    xp = np.pad(x, ((0, 0), (padding, 2 * th + 2 - H - padding), (padding, 2 * tw + 2 - W - padding), (0, 0)))
+    out = np.empty((N, 2 * th, 2 * tw, F), dtype=dt)
+    for ty in range(th):
+        for tx in range(tw):
+            d = xp[:, 2 * ty : 2 * ty + 4, 2 * tx : 2 * tx + 4, :].transpose(0, 3, 1, 2)  # (N, C, 4, 4)
+            V = Bd.T @ d @ Bd                                                       # (N, C, 4, 4)
+            M = np.einsum("fcab,ncab->nfab", U, V)                                  # (N, F, 4, 4)
+            Y = Ad.T @ M @ Ad                                                       # (N, F, 2, 2)
+            out[:, 2 * ty : 2 * ty + 2, 2 * tx : 2 * tx + 2, :] = Y.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(out[:, :Ho, :Wo, :])
+
+
+# ----------------------------------------------------------------------------
+# Numba kernels
+# ----------------------------------------------------------------------------
+
+def _pairs(BT):
+    """Bᵀ[ξ] = e(a0) + s · e(a1): the (a0, a1) and s of each row (every row of
+    Bᵀ has one +1 and one ±1)."""
+    cols, signs = [], []
+    for row in BT:
+        nz = [int(a) for a in np.flatnonzero(row)]
+        a0 = next(a for a in nz if row[a] == 1)
+        a1 = next(a for a in nz if a != a0)
+        assert len(nz) == 2 and abs(row[a1]) == 1
+        cols.append((a0, a1))
+        signs.append(int(row[a1]))
+    return np.array(cols), np.array(signs)
+
+
+def _triples(AT):
+    """Aᵀ[i] = e(a0) + s · (e(a1) + e(a2)): the (a0, a1, a2) and s of each row
+    (every row of Aᵀ has a +1 and two equal ±1)."""
+    cols, signs = [], []
+    for row in AT:
+        nz = [int(a) for a in np.flatnonzero(row)]
+        for a0 in nz:
+            a1, a2 = (a for a in nz if a != a0)
+            if row[a0] == 1 and row[a1] == row[a2]:
+                break
+        assert len(nz) == 3 and row[a0] == 1 and row[a1] == row[a2] and abs(row[a1]) == 1
+        cols.append((a0, a1, a2))
+        signs.append(int(row[a1]))
+    return np.array(cols), np.array(signs)
+
+
+# Bᵀ and Aᵀ as index tables, so that the kernels add and subtract instead of
+# multiplying by ±1 (half the arithmetic of the plain matrix products).
+_BT_COLS, _BT_SIGNS = _pairs(BT)      # (4, 2), (4,)
+_AT_COLS, _AT_SIGNS = _triples(AT)    # (2, 3), (2,)
+
+
+@numba.njit(cache=True, nogil=True)
+def _add(dst, a, b, s):
+    """dst = a + s · b for s = ±1 (1-D runs of equal length)."""
+    if s > 0:
+        for m in range(dst.size):
+            dst[m] = a[m] + b[m]
+    else:
+        for m in range(dst.size):
+            dst[m] = a[m] - b[m]
+
+
+@numba.njit(cache=True, nogil=True)
+def _add3(dst, a, b, c, s):
+    """dst = a + s · (b + c) for s = ±1."""
+    if s > 0:
+        for m in range(dst.size):
+            dst[m] = a[m] + (b[m] + c[m])
+    else:
+        for m in range(dst.size):
+            dst[m] = a[m] - (b[m] + c[m])
+
+
+@numba.njit(cache=True, nogil=True)
+def _g(a0, a1, a2):
+    """G times the column (a0, a1, a2): the rows of G written out (no multiplications by 0)."""
+    return a0, 0.5 * (a0 + a1 + a2), 0.5 * (a0 - a1 + a2), a2
+
+
+@numba.njit(cache=True, nogil=True)
+def _weight_transform(w, U):
+    """U[4ξ + ν, c, f] = (G g Gᵀ)[ξ, ν] for g = w[f, c], in float64: G applied
+    to the 3 columns of g, then to the 4 rows of the result.
+
+    The 16 values of one (f, c) go to 16 places C·F numbers apart, a power of
+    two that maps them all to the same L1 cache set; so one input channel's
+    values are gathered in ``tmp`` first and copied out row by row (measured:
+    6× faster at C = F = 64, 0.03 ms).
+    """
+    F, C = w.shape[0], w.shape[1]
+    tmp = np.empty((16, F))
+    for c in range(C):
+        for f in range(F):
+            col0 = _g(np.float64(w[f, c, 0, 0]), np.float64(w[f, c, 1, 0]), np.float64(w[f, c, 2, 0]))  # (G g)[:, 0]
+            col1 = _g(np.float64(w[f, c, 0, 1]), np.float64(w[f, c, 1, 1]), np.float64(w[f, c, 2, 1]))
+            col2 = _g(np.float64(w[f, c, 0, 2]), np.float64(w[f, c, 1, 2]), np.float64(w[f, c, 2, 2]))
+            for xi in range(4):
+                u = _g(col0[xi], col1[xi], col2[xi])                                   # (G g Gᵀ)[ξ, :]
+                for nu in range(4):
+                    tmp[4 * xi + nu, f] = u[nu]
+        for k in range(16):
+            for f in range(F):
+                U[k, c, f] = tmp[k, f]
+
+
+@numba.njit(cache=True, nogil=True)
+def _split_columns(x, n0, n1, pad, X):
+    """X[n − n0, hp, wp % 2, wp // 2, c] = x_pad[n, hp, wp, c]: images [n0, n1)
+    zero-padded (to whole tiles) and split into even and odd columns.
+
+    X: (nb, 2·th + 2, 2, tw + 1, C).  Why split: tile tx reads padded columns
+    2·tx + b, b = 0…3, i.e. even/odd column tx + b // 2.  In the split image
+    the same column b of *all* tiles of a tile row is one contiguous run of
+    tw·C numbers, so the input transform below runs long loops instead of
+    16 loops of C numbers per tile.  (The loop over c is the only one
+    indexing x with a varying index: Numba then needs no negative-index
+    check inside it and it vectorises.)
+    """
+    H, W, C = x.shape[1], x.shape[2], x.shape[3]
+    Hp, Wq = X.shape[1], X.shape[3]
+    for n in range(n0, n1):
+        for hp in range(Hp):
+            h = hp - pad
+            for parity in range(2):
+                for q in range(Wq):
+                    w = 2 * q + parity - pad
+                    if h < 0 or h >= H or w < 0 or w >= W:
+                        for c in range(C):
+                            X[n - n0, hp, parity, q, c] = 0
+                    else:
+                        for c in range(C):
+                            X[n - n0, hp, parity, q, c] = x[n, h, w, c]
+
+
+@numba.njit(cache=True, nogil=True)
+def _input_transform_row(Xf, nl, ty, tw, C, R, Vf, t0):
+    """V[4ξ + ν, t0 + tx, :] = (Bᵀ d B)[ξ, ν] for the tiles tx < tw of tile row
+    ty of image nl of the split block X (see ``_split_columns``),
+    d[a, b] = x_pad[2ty + a, 2tx + b].  In two steps, for all tiles of the row at once:
+
+        R[ξ] = Σ_a Bᵀ[ξ, a] · x_pad[2ty + a, :]              rows: 4 loops of (tw + 1)·C, per parity
+        V[4ξ + ν, t0 + tx] = Σ_b Bᵀ[ν, b] · R[ξ, 2tx + b]    columns: 16 loops of tw·C
+
+    Column 2tx + b of all tiles is the run R[ξ, b % 2, b // 2 : b // 2 + tw]
+    of the split rows, and the row's part of V_k is the run V[k, t0 : t0 + tw].
+    Xf, Vf: X and V with their last two axes merged; R: (4, 2, (tw + 1)·C)
+    scratch.  (Numba slices 1-D runs fastest when the caller reshapes once.)
+    """
+    for xi in range(4):
+        a0, a1 = 2 * ty + _BT_COLS[xi, 0], 2 * ty + _BT_COLS[xi, 1]
+        for parity in range(2):
+            _add(R[xi, parity], Xf[nl, a0, parity], Xf[nl, a1, parity], _BT_SIGNS[xi])
+    L = tw * C
+    for xi in range(4):
+        for nu in range(4):
+            b0, b1 = _BT_COLS[nu, 0], _BT_COLS[nu, 1]
+            _add(Vf[4 * xi + nu, t0 * C : t0 * C + L],
+                 R[xi, b0 % 2, (b0 // 2) * C : (b0 // 2) * C + L],
+                 R[xi, b1 % 2, (b1 // 2) * C : (b1 // 2) * C + L], _BT_SIGNS[nu])
+
+
+@numba.njit(cache=True, nogil=True)
+def _output_transform_row(Mf, t0, tw, F, S, Of):
+    """O[i, j, tx, :] = (Aᵀ m A)[i, j] for the tiles t0 + tx, tx < tw, of one
+    tile row, m = M[:, t0 + tx, :] (16 × F).  In two steps:
+
+        S[i, ν] = Σ_ξ Aᵀ[i, ξ] · M[4ξ + ν]       8 loops of tw·F
+        O[i, j] = Σ_ν Aᵀ[j, ν] · S[i, ν]         4 loops of tw·F
+
+    over runs of M, S and O (Mf, Of: M and O with their last two axes merged;
+    S: (2, 4, tw·F) scratch).
+    """
+    L = tw * F
+    a = t0 * F
+    for i in range(2):
+        r0, r1, r2 = _AT_COLS[i, 0], _AT_COLS[i, 1], _AT_COLS[i, 2]
+        for nu in range(4):
+            _add3(S[i, nu], Mf[4 * r0 + nu, a : a + L], Mf[4 * r1 + nu, a : a + L],
+                  Mf[4 * r2 + nu, a : a + L], _AT_SIGNS[i])
+    for i in range(2):
+        for j in range(2):
+            c0, c1, c2 = _AT_COLS[j, 0], _AT_COLS[j, 1], _AT_COLS[j, 2]
+            _add3(Of[i, j], S[i, c0], S[i, c1], S[i, c2], _AT_SIGNS[j])
+
+
+@numba.njit(cache=True, nogil=True)
+def _store_row(O, out, n, ty):
+    """out[n, 2ty + i, 2tx + j, :] = O[i, j, tx, :] where that is inside out
+    (an odd H_out or W_out drops the last tile's extra row or column)."""
+    Ho, Wo, F = out.shape[1], out.shape[2], out.shape[3]
+    for i in range(2):
+        if 2 * ty + i < Ho:
+            for j in range(2):
+                for tx in range(min(O.shape[2], (Wo - j + 1) // 2)):
+                    for f in range(F):
+                        out[n, 2 * ty + i, 2 * tx + j, f] = O[i, j, tx, f]
+
+
+@numba.njit(cache=True, nogil=True)
+def _winograd_images(x, n0, n1, U, pad, nb, X, R, V, M, S, O, out):
+    """out[n] = the Winograd convolution of x[n] with U (16, C, F), n in [n0, n1).
+
+    Blocks of nb images: split columns (X), input transform (V: 16 × (T, C),
+    T = nb·th·tw tiles), 16 products M_k = V_k @ U_k (M: 16 × (T, F)),
+    output transform into out, one tile row (O) at a time.  X, R, V, M, S, O:
+    scratch of at least one block's size.
+    """
+    C = x.shape[3]
+    Ho, Wo, F = out.shape[1], out.shape[2], out.shape[3]
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    Xf = X.reshape(X.shape[0], X.shape[1], 2, -1)
+    Vf, Mf, Of = V.reshape(16, -1), M.reshape(16, -1), O.reshape(2, 2, -1)
+    for b0 in range(n0, n1, nb):
+        b1 = min(b0 + nb, n1)
+        T = (b1 - b0) * th * tw
+        _split_columns(x, b0, b1, pad, X)
+        for nl in range(b1 - b0):
+            for ty in range(th):
+                _input_transform_row(Xf, nl, ty, tw, C, R, Vf, (nl * th + ty) * tw)
+        for k in range(16):
+            gemm(V[k, :T], U[k], M[k, :T])
+        for nl in range(b1 - b0):
+            for ty in range(th):
+                _output_transform_row(Mf, (nl * th + ty) * tw, tw, F, S, Of)
+                _store_row(O, out, b0 + nl, ty)
+
+
+def _block_images(th, tw, C, F, itemsize, block_bytes):
+    """Images per block so that V and M, 16·nb·th·tw·(C + F) numbers, fit block_bytes (≥ 1)."""
+    return max(1, block_bytes // (16 * th * tw * (C + F) * itemsize))
+
+
+def conv3x3_winograd_nhwc(x, w, padding, block_bytes=None):
+    """x (N, H, W, C) C-contiguous, w (F, C, 3, 3), padding 0, 1 or 2 ->
+    out (N, H_out, W_out, F) C-contiguous: the stride-1 convolution, i.e.
+    ``conv_nhwc.conv_forward_nhwc(x, w, 1, padding)``, by Winograd F(2×2, 3×3).
+
+    ``block_bytes`` (default ``BLOCK_BYTES``) bounds each thread's V + M.
+    """
+    Ho, Wo = _check(x, w, padding)
+    x = np.ascontiguousarray(x)
+    N, H, W, C = x.shape
+    F = w.shape[0]
+    dt = x.dtype
+    U = winograd_weights(w, dt)
+    out = np.empty((N, Ho, Wo, F), dtype=dt)
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    nb = _block_images(th, tw, C, F, dt.itemsize, block_bytes or BLOCK_BYTES)
+
+    def work(t, n0, n1):
+        b = min(nb, n1 - n0)
+        X = scratch(t, "winograd_X", b * (2 * th + 2) * 2 * (tw + 1) * C, dt).reshape(b, 2 * th + 2, 2, tw + 1, C)
+        V = scratch(t, "winograd_V", 16 * b * th * tw * C, dt).reshape(16, b * th * tw, C)
+        M = scratch(t, "winograd_M", 16 * b * th * tw * F, dt).reshape(16, b * th * tw, F)
+        R = scratch(t, "winograd_R", 8 * (tw + 1) * C, dt).reshape(4, 2, (tw + 1) * C)
+        S = scratch(t, "winograd_S", 8 * tw * F, dt).reshape(2, 4, tw * F)
+        O = scratch(t, "winograd_O", 4 * tw * F, dt).reshape(2, 2, tw, F)
+        _winograd_images(x, n0, n1, U, padding, b, X, R, V, M, S, O, out)
+
+    parallel_for(work, N)
+    return out
