@@ -11,6 +11,7 @@ run with ``NUMBA_DISABLE_JIT=1`` too (slowly): ``prange`` then is ``range``.
                    convolution as a matrix product (the readable reference)
     conv_nhwc.py   the convolution the fast ops use: channels-last, per-image
                    columns and BLAS products inside one Numba call per core
+    winograd.py    Winograd F(2×2, 3×3): the 3×3 stride-1 convolutions from 32 channels on
     blas.py        gemm: numpy's BLAS called from inside Numba kernels (loop twin as fallback)
     batchnorm.py   batch norm statistics, and BN (+ residual add) + ReLU fused, forward and backward
     elementwise.py ReLU forward/backward, add
