@@ -1,0 +1,53 @@
+#!/bin/sh
+# The background training runs of results/README.md, as two queues ("slots")
+# that share the machine's two cores, one thread each:
+#
+#   sh results/queue.sh A &      # resnet20-fp, resnet20-tex2, resnet{32,44,56}-fp
+#   sh results/queue.sh B &      # resnet20-ternary, resnet{32,44,56}-ternary
+#
+# Each run starts if its folder has no last.npz, resumes (--resume) if it has
+# one, and is skipped once it has finished (result.json).  A session that ends
+# mid-epoch loses only that epoch: start the same two queues in the next one.
+#
+# Python runs the tqref next to this script (so a queue can run from a git
+# worktree of a fixed commit while the repository is being edited); the run
+# folders go to $RESULTS (default: this script's folder).  Data: $TQREF_DATA
+# (default ../shared/data/cifar10 beside the repository).
+set -e
+cd "$(dirname "$0")/.."
+RESULTS=${RESULTS:-$(pwd)/results}
+export OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+export TQREF_DATA=${TQREF_DATA:-$(cd .. && pwd)/shared/data/cifar10}
+
+# The paper's recipe compressed from 200 to 30 epochs (milestones at 0.4, 0.6
+# and 0.8 of training), shared by the full-precision and ternary ResNet-32/44/56.
+SHORT="--epochs 30 --milestones 12 18 24"
+
+run() {
+    name=$1; shift
+    if [ -f "$RESULTS/$name/result.json" ]; then
+        echo "$name: finished"
+        return 0
+    fi
+    resume=""
+    [ -f "$RESULTS/$name/last.npz" ] && resume="--resume"
+    echo "$name: $(date -u +%FT%TZ) python -m tqref train $* --seed 0 --no-progress --out $RESULTS/$name $resume"
+    python -m tqref train "$@" --seed 0 --no-progress --out "$RESULTS/$name" $resume
+}
+
+case "$1" in
+    A)
+        run resnet20-fp --model resnet20 --epochs 200
+        run resnet20-tex2 --model resnet20 --ternary --t-ex 2 --init-from "$RESULTS/resnet20-fp/last.npz" \
+            --lr 0.01 --epochs 40 --milestones 20 30 --gammas 0.1 0.1
+        for depth in 32 44 56; do run resnet$depth-fp --model resnet$depth $SHORT; done
+        ;;
+    B)
+        run resnet20-ternary --model resnet20 --ternary --epochs 200
+        for depth in 32 44 56; do run resnet$depth-ternary --model resnet$depth --ternary $SHORT; done
+        ;;
+    *)
+        echo "usage: sh results/queue.sh A|B" >&2
+        exit 2
+        ;;
+esac
