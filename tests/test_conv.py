@@ -9,10 +9,6 @@ Layers of trust, bottom to top:
 5. input validation, and the kernels with the JIT switched off.
 """
 
-import os
-import pathlib
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -28,8 +24,8 @@ from tqref.functional.conv import (
 from tqref.gradcheck import numeric_gradient, relative_error
 from tqref.kernels import im2col as im2col_module
 from tqref.kernels.im2col import col2im, col2im_naive, im2col, im2col_naive
+from nojit import run_without_jit  # tests/nojit.py
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 KERNELS = [(1, 1), (3, 3), (5, 5), (3, 2)]
 STRIDES = [1, 2, 3]
@@ -438,17 +434,7 @@ _NOJIT_SCRIPT = textwrap.dedent(
 
 
 def test_runs_with_jit_disabled(tmp_path):
-    script = tmp_path / "nojit.py"
-    script.write_text(_NOJIT_SCRIPT)
-    result_file = tmp_path / "nojit.npz"
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(result_file)],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, f"subprocess failed:\n{proc.stdout}\n{proc.stderr}"
-    nojit = np.load(result_file)
+    nojit = run_without_jit(_NOJIT_SCRIPT, tmp_path)
 
     # The same computation here, jitted (unless the whole session runs with
     # the JIT off), and checked against the naive pair as well.

@@ -28,6 +28,7 @@ from tqref.kernels import parallel
 from tqref.kernels.layout import is_channels_last, to_nchw, to_nhwc
 from tqref.kernels.reduce import all_finite
 from tqref.ternary.quantize import effective_weight, ternarize_expansions, ternarize_expansions_naive
+from nojit import run_without_jit  # tests/nojit.py
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -394,15 +395,7 @@ _NOJIT_SCRIPT = textwrap.dedent(
 
 
 def test_fast_kernels_run_with_jit_disabled(tmp_path):
-    script = tmp_path / "nojit.py"
-    script.write_text(_NOJIT_SCRIPT)
-    result_file = tmp_path / "nojit.npz"
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, str(script), str(result_file)], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"subprocess failed:\n{proc.stdout}\n{proc.stderr}"
-    nojit = np.load(result_file)
+    nojit = run_without_jit(_NOJIT_SCRIPT, tmp_path)
 
     rng = np.random.default_rng(12)
     block = nn.BasicBlock(2, 4, stride=2, rng=0).astype(np.float64)

@@ -105,8 +105,8 @@ def test_ttq_backward_formulas_on_hand_made_numbers():
     dx = layer.backward(dout)
     g = dout.T @ x  # ∂L/∂W' of a linear layer: [[2, 4, 6, 8], [−1, −2, −3, −4]]
     # ∂L/∂W_p = Σ_{I_p} g = 2 + 6 − 4 ;  ∂L/∂W_n = −Σ_{I_n} g = −(4 + 8)
-    assert float(layer.grads["scale_pos"]) == pytest.approx(4.0)
-    assert float(layer.grads["scale_neg"]) == pytest.approx(-12.0)
+    assert float(layer.grads["scale_pos"]) == pytest.approx(g[0, 0] + g[0, 2] + g[1, 3]) == 4.0
+    assert float(layer.grads["scale_neg"]) == pytest.approx(-(g[0, 1] + g[0, 3])) == -12.0
     # latent: W_p·g on I_p, g on the zeros, W_n·g on I_n
     expected_latent = np.array([[0.7 * 2, 0.3 * 4, 0.7 * 6, 0.3 * 8],
                                 [-1.0, -2.0, -3.0, 0.7 * -4]])

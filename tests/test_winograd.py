@@ -19,10 +19,6 @@ Tolerances, relative to the largest |output| (``close`` below):
   (``test_float32_error_is_within_the_rounding_bound``).
 """
 
-import os
-import pathlib
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -32,8 +28,8 @@ from tqref.functional import conv2d_forward_naive
 from tqref.kernels import conv_nhwc as kc
 from tqref.kernels import parallel
 from tqref.kernels import winograd as wg
+from nojit import run_without_jit  # tests/nojit.py
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 F32_RTOL = 1e-5
 F64_RTOL = 1e-12
@@ -206,15 +202,7 @@ _NOJIT_SCRIPT = textwrap.dedent(
 
 
 def test_runs_with_jit_disabled(tmp_path):
-    script = tmp_path / "nojit.py"
-    script.write_text(_NOJIT_SCRIPT)
-    result_file = tmp_path / "nojit.npz"
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, str(script), str(result_file)], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"subprocess failed:\n{proc.stdout}\n{proc.stderr}"
-    nojit = np.load(result_file)
+    nojit = run_without_jit(_NOJIT_SCRIPT, tmp_path)
     rng = np.random.default_rng(13)
     x, w = rng.standard_normal((3, 5, 4, 3)), rng.standard_normal((4, 3, 3, 3))
     close(nojit["out1"], wg.conv3x3_winograd_nhwc(x, w, 1), 1e-13, "padding 1")
