@@ -6,7 +6,8 @@
 #   sh results/queue.sh B &      # resnet20-ternary, resnet{32,44,56}-ternary
 #
 # Each run starts if its folder has no last.npz, resumes (--resume) if it has
-# one, and is skipped once it has finished (result.json).  A session that ends
+# one, and is skipped once it has finished (result.json).  A finished ternary
+# run is also exported as final.packed.npz (python -m tqref export --format packed).  A session that ends
 # mid-epoch loses only that epoch: start the same two queues in the next one.
 #
 # Python runs the tqref next to this script (so a queue can run from a git
@@ -27,12 +28,17 @@ run() {
     name=$1; shift
     if [ -f "$RESULTS/$name/result.json" ]; then
         echo "$name: finished"
-        return 0
+    else
+        resume=""
+        [ -f "$RESULTS/$name/last.npz" ] && resume="--resume"
+        echo "$name: $(date -u +%FT%TZ) python -m tqref train $* --seed 0 --no-progress --out $RESULTS/$name $resume"
+        python -m tqref train "$@" --seed 0 --no-progress --out "$RESULTS/$name" $resume
     fi
-    resume=""
-    [ -f "$RESULTS/$name/last.npz" ] && resume="--resume"
-    echo "$name: $(date -u +%FT%TZ) python -m tqref train $* --seed 0 --no-progress --out $RESULTS/$name $resume"
-    python -m tqref train "$@" --seed 0 --no-progress --out "$RESULTS/$name" $resume
+    case " $* " in
+        *" --ternary "*)  # the deployable file: 2-bit codes, α, folded BN
+            [ -f "$RESULTS/$name/final.packed.npz" ] ||
+                python -m tqref export "$RESULTS/$name/last.npz" "$RESULTS/$name/final.packed.npz" --format packed ;;
+    esac
 }
 
 case "$1" in
