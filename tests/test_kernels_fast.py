@@ -372,13 +372,13 @@ _NOJIT_SCRIPT = textwrap.dedent(
     import numba
     import numpy as np
     from tqref import nn
-    from tqref.kernels import batchnorm, blas, conv_nhwc, elementwise, quantize, reduce
+    from tqref.kernels import batchnorm, blas, conv_nhwc, elementwise, quantize, reduce, sgd
     from tqref.ternary.quantize import ternarize_expansions
 
     assert numba.config.DISABLE_JIT, "NUMBA_DISABLE_JIT was not honoured"
     assert (blas.gemm is blas.gemm_naive) == (blas._found is None), blas.BLAS  # BLAS through ctypes if found
     for f in (conv_nhwc._row_cols_kernel, conv_nhwc._im2col_kernel, conv_nhwc._stride1_forward_images,
-              conv_nhwc._im2col_backward_images, blas.gemm, batchnorm.apply,
+              conv_nhwc._im2col_backward_images, blas.gemm, sgd.sgd_update, batchnorm.apply,
               elementwise.relu_forward, reduce._count_not_finite, quantize._codes_and_sums):
         assert not hasattr(f, "py_func"), f
 

@@ -498,3 +498,30 @@ def test_lr_multipliers_scale_one_parameters_step():
         SGD([("a", a, ga)], lr_multipliers={"c": 0.5})
     with pytest.raises(ValueError, match=r"lr_multipliers\['a'\]"):
         SGD([("a", a, ga)], lr_multipliers={"a": -1.0})
+
+
+# ---------------------------------------------------------------------------
+# the one-pass Numba update against its NumPy twin
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum, dampening, nesterov", [(0.9, 0.0, True), (0.9, 0.0, False),
+                                                           (0.9, 0.3, False), (0.0, 0.0, False)])
+@pytest.mark.parametrize("weight_decay", [0.0, 3e-4])
+def test_sgd_kernel_equals_numpy_twin_bit_for_bit(dtype, momentum, dampening, nesterov, weight_decay):
+    from tqref.kernels.sgd import sgd_update
+    from tqref.optim import sgd_update_naive
+
+    rng = np.random.default_rng(7)
+    t = np.dtype(dtype).type
+    p0 = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    p_fast, p_ref = p0.copy(), p0.copy()
+    v_fast, v_ref = np.zeros_like(p0), np.zeros_like(p0)
+    for step in range(3):
+        g = rng.standard_normal(p0.shape).astype(dtype)
+        args = (t(0.1), t(momentum), t(1.0 - dampening), t(weight_decay), nesterov, step == 0)
+        sgd_update(p_fast, g, v_fast, *args)
+        sgd_update_naive(p_ref, g, v_ref, *args)
+        np.testing.assert_array_equal(p_fast, p_ref)
+        np.testing.assert_array_equal(v_fast, v_ref)
+    assert p_fast.dtype == dtype and not np.array_equal(p_fast, p0)

@@ -25,6 +25,7 @@ from numbers import Real
 
 import numpy as np
 
+from tqref.kernels.sgd import sgd_update
 from tqref.validation import FLOAT_DTYPES
 
 __all__ = [
@@ -60,6 +61,23 @@ def _check_real(value, who, *, low=None, low_inclusive=True, high=None, high_inc
 
 
 # --------------------------------------------------------------------- SGD
+def sgd_update_naive(p, g, v, lr, momentum, one_minus_dampening, weight_decay, nesterov, first):
+    """The update of the module docstring with NumPy, on p (and v) in place:
+    the readable twin of ``tqref.kernels.sgd.sgd_update`` (same arguments)."""
+    d = g + weight_decay * p if weight_decay != 0 else g
+    if momentum != 0:
+        if first:
+            v[...] = d
+        elif one_minus_dampening != 1:
+            v[...] = momentum * v + one_minus_dampening * d
+        else:
+            v[...] = momentum * v + d
+        s = d + momentum * v if nesterov else v
+    else:
+        s = d
+    p -= lr * s
+
+
 class SGD:
     """Stochastic gradient descent with momentum, Nesterov and weight decay.
 
@@ -132,7 +150,6 @@ class SGD:
 
         self._buffers = {name: None for name in names}
         self._step_count = 0
-        self._scratch = {}
 
     @staticmethod
     def _check_params(params):
@@ -199,16 +216,6 @@ class SGD:
         )
 
     # ---------------------------------------------------------------- update
-    def _scratch_for(self, p):
-        """Two flat scratch buffers of p's dtype, large enough for any parameter."""
-        bufs = self._scratch.get(p.dtype)
-        if bufs is None:
-            n = max(q.size for _, q, _ in self.params if q.dtype == p.dtype)
-            bufs = (np.empty(n, dtype=p.dtype), np.empty(n, dtype=p.dtype))
-            self._scratch[p.dtype] = bufs
-        a, b = bufs
-        return a[: p.size].reshape(p.shape), b[: p.size].reshape(p.shape)
-
     def zero_grad(self):
         """Set every gradient to 0 (in place, so the model's references stay valid)."""
         for _, _, g in self.params:
@@ -224,41 +231,16 @@ class SGD:
         # Scalars as the param's dtype: a NumPy float64 scalar (e.g. from a
         # schedule) would otherwise promote float32 arithmetic to float64.
         t = p.dtype.type
-        lr, mu = t(self._lr * self.lr_multipliers.get(name, 1.0)), t(self.momentum)
-        wd = 0.0 if name in self.no_weight_decay else self.weight_decay
-        a, b = self._scratch_for(p)
+        lr = t(self._lr * self.lr_multipliers.get(name, 1.0))
+        wd = t(0.0 if name in self.no_weight_decay else self.weight_decay)
+        v = self._buffers[name]
+        first = v is None
+        if first:
+            v = np.empty_like(p) if self.momentum != 0.0 else p  # p: a placeholder, never touched
+            if self.momentum != 0.0:
+                self._buffers[name] = v
+        sgd_update(p, g, v, lr, t(self.momentum), t(1.0 - self.dampening), wd, self.nesterov, first)
 
-        if wd != 0.0:
-            np.multiply(p, t(wd), out=a)
-            np.add(g, a, out=a)
-            d = a
-        else:
-            d = g
-
-        if self.momentum != 0.0:
-            v = self._buffers[name]
-            if v is None:
-                # PyTorch's rule: the buffer starts at d, undamped
-                v = self._buffers[name] = d.copy()
-            else:
-                np.multiply(v, mu, out=v)
-                if self.dampening != 0.0:
-                    np.multiply(d, t(1.0 - self.dampening), out=b)
-                    np.add(v, b, out=v)
-                else:
-                    np.add(v, d, out=v)
-            if self.nesterov:
-                np.multiply(v, mu, out=b)
-                np.add(d, b, out=b)
-                s = b
-            else:
-                s = v
-        else:
-            s = d
-
-        # s may be the momentum buffer or the gradient: scale into b, not in place
-        np.multiply(s, lr, out=b)
-        np.subtract(p, b, out=p)
 
     # ------------------------------------------------------------ state dict
     def _config(self):

@@ -20,6 +20,7 @@ run with ``NUMBA_DISABLE_JIT=1`` too (slowly): ``prange`` then is ``range``.
     layout.py      NCHW shapes over channels-last memory (why: conv_nhwc.py)
     parallel.py    parallel_for: each core runs the kernels and BLAS on its own slice of the batch
     augment.py     data augmentation
+    sgd.py         the SGD update in one pass (twin: tqref.optim.sgd_update_naive)
 """
 
 import os
