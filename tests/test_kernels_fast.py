@@ -165,27 +165,31 @@ def test_conv_with_padding_beyond_the_kernel_uses_the_scatter_path():
         close(a, b, 1e-12, "d" + name)
 
 
-def test_winograd_is_used_from_32_channels_and_agrees_with_the_direct_kernel(monkeypatch):
+def test_winograd_is_used_from_16_channels_and_agrees_with_the_direct_kernels(monkeypatch):
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((3, 32, 6, 5))
-    w = rng.standard_normal((40, 32, 3, 3))
-    dout = rng.standard_normal((3, 40, 6, 5))
+    x = rng.standard_normal((3, 16, 6, 5))
+    w = rng.standard_normal((20, 16, 3, 3))
+    dout = rng.standard_normal((3, 20, 6, 5))
     calls = []
-    real = kc.conv3x3_winograd_nhwc
-    monkeypatch.setattr(kc, "conv3x3_winograd_nhwc", lambda *a: calls.append(a[0].shape) or real(*a))
+    for name in ("conv3x3_winograd_nhwc", "conv3x3_winograd_weight_grad_nhwc"):
+        real = getattr(kc, name)
+        monkeypatch.setattr(kc, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
     out, cache = conv2d_forward(x, w, None, 1, 1)
     dx, dw, _ = conv2d_backward(dout, cache)
-    assert calls == [(3, 6, 5, 32), (3, 6, 5, 40)]  # forward, then the input gradient
+    # forward, weight gradient, input gradient
+    assert calls == ["conv3x3_winograd_nhwc", "conv3x3_winograd_weight_grad_nhwc", "conv3x3_winograd_nhwc"]
     monkeypatch.setattr(kc, "WINOGRAD_MIN_CHANNELS", None)
     out_d, cache_d = conv2d_forward(x, w, None, 1, 1)
     dx_d, dw_d, _ = conv2d_backward(dout, cache_d)
-    assert len(calls) == 2
+    assert len(calls) == 3
     close(out, out_d, 1e-13, "out")
     close(dx, dx_d, 1e-13, "dx")
-    np.testing.assert_array_equal(dw, dw_d)  # the weight gradient never uses Winograd
-    x16 = rng.standard_normal((2, 16, 6, 6))
-    conv2d_forward(x16, rng.standard_normal((16, 16, 3, 3)), None, 1, 1)
-    assert len(calls) == 2  # 16 channels: the direct kernel
+    close(dw, dw_d, 1e-13, "dw")
+    monkeypatch.setattr(kc, "WINOGRAD_MIN_CHANNELS", 16)
+    x3 = rng.standard_normal((2, 3, 6, 6))  # the first layer: 3 channels, direct kernels
+    _, cache3 = conv2d_forward(x3, rng.standard_normal((16, 3, 3, 3)), None, 1, 1)
+    conv2d_backward(rng.standard_normal((2, 16, 6, 6)), cache3)
+    assert len(calls) == 3
 
 
 def test_conv_on_one_thread_equals_two(monkeypatch):

@@ -17,6 +17,21 @@ Tolerances, relative to the largest |output| (``close`` below):
   1e-2 and more.
 * float32, elementwise: the rounding-error bound that holds for every input
   (``test_float32_error_is_within_the_rounding_bound``).
+
+The weight gradient (``conv3x3_winograd_weight_grad_nhwc``), relative to the
+largest |dw|, with the same F64_RTOL and F32_RTOL:
+
+* float64: only rounding again; measured ≤ 1e-15.
+* float32: each dw[f, c, p, q] sums P = N·H_out·W_out products x · dout
+  (direct) or N·tiles products V · Z (Winograd, whose V and Z sum 2–4
+  inputs each), so its error grows slowly with P.  Measured on random data,
+  max error / max |dw|: 0.6–3.4e-7 at the tested shapes (P ≤ 320; direct
+  kernel 0.2–3.0e-7), 6.7e-7 at a ResNet-20 layer of 128 images
+  (P = 131 072; direct 6.5e-7).  1e-5 leaves a margin of 30× here and 15×
+  at that P, while a wrong transform entry, a missing zero past an odd edge
+  or a lost image changes dw by 1e-2 and more.
+* float32, elementwise: a proven rounding-error bound
+  (``test_weight_grad_float32_error_is_within_the_rounding_bound``).
 """
 
 import textwrap
@@ -24,7 +39,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from tqref.functional import conv2d_forward_naive
+from tqref.functional import conv2d_backward_naive, conv2d_forward_naive
 from tqref.kernels import conv_nhwc as kc
 from tqref.kernels import parallel
 from tqref.kernels import winograd as wg
@@ -191,12 +206,16 @@ _NOJIT_SCRIPT = textwrap.dedent(
     from tqref.kernels import winograd as wg
 
     assert numba.config.DISABLE_JIT, "NUMBA_DISABLE_JIT was not honoured"
-    for f in (wg._winograd_images, wg._split_columns, wg._input_transform_row,
-              wg._output_transform_row, wg._store_row, wg._add, wg._add3):
+    for f in (wg._winograd_images, wg._split_columns, wg._input_transform, wg._input_transform_row,
+              wg._output_transform_row, wg._store_row, wg._add3, wg._weight_transform,
+              wg._winograd_weight_grad_images, wg._grad_transform_row, wg._weight_grad_transform):
         assert not hasattr(f, "py_func"), f
     rng = np.random.default_rng(13)
     x, w = rng.standard_normal((3, 5, 4, 3)), rng.standard_normal((4, 3, 3, 3))
-    np.savez(sys.argv[1], out1=wg.conv3x3_winograd_nhwc(x, w, 1), out0=wg.conv3x3_winograd_nhwc(x, w, 0))
+    d1, d0 = rng.standard_normal((3, 5, 4, 4)), rng.standard_normal((3, 3, 2, 4))  # odd H_out = 5, 3
+    np.savez(sys.argv[1], out1=wg.conv3x3_winograd_nhwc(x, w, 1), out0=wg.conv3x3_winograd_nhwc(x, w, 0),
+             dw1=wg.conv3x3_winograd_weight_grad_nhwc(x, d1, 1),
+             dw0=wg.conv3x3_winograd_weight_grad_nhwc(x, d0, 0))
     """
 )
 
@@ -205,8 +224,13 @@ def test_runs_with_jit_disabled(tmp_path):
     nojit = run_without_jit(_NOJIT_SCRIPT, tmp_path)
     rng = np.random.default_rng(13)
     x, w = rng.standard_normal((3, 5, 4, 3)), rng.standard_normal((4, 3, 3, 3))
+    d1, d0 = rng.standard_normal((3, 5, 4, 4)), rng.standard_normal((3, 3, 2, 4))
     close(nojit["out1"], wg.conv3x3_winograd_nhwc(x, w, 1), 1e-13, "padding 1")
     close(nojit["out0"], wg.conv3x3_winograd_nhwc(x, w, 0), 1e-13, "padding 0")
+    close(nojit["dw1"], wg.conv3x3_winograd_weight_grad_nhwc(x, d1, 1), 1e-13, "weight gradient, padding 1")
+    close(nojit["dw0"], wg.conv3x3_winograd_weight_grad_nhwc(x, d0, 0), 1e-13, "weight gradient, padding 0")
+    _, dw = kc.conv_backward_nhwc(x, w, d1, 1, 1, need_dx=False)
+    close(nojit["dw1"], dw, F64_RTOL, "weight gradient, padding 1, vs conv_backward_nhwc")
 
 
 def test_bad_arguments_are_refused():
@@ -219,3 +243,131 @@ def test_bad_arguments_are_refused():
         wg.conv3x3_winograd_nhwc(x[:, :2], w, 0)
     with pytest.raises(TypeError, match="float32 or float64"):
         wg.conv3x3_winograd_nhwc_naive(x.astype(np.float16), w, 1)
+    x, w = inputs(2, 5, 5, 3, 4, np.float32)
+    with pytest.raises(ValueError, match="dout must be"):
+        wg.conv3x3_winograd_weight_grad_nhwc(x, np.zeros((2, 5, 4, 4), np.float32), 1)
+    with pytest.raises(ValueError, match="dout must be"):
+        wg.conv3x3_winograd_weight_grad_nhwc_naive(x, np.zeros((1, 5, 5, 4), np.float32), 1)
+    with pytest.raises(TypeError, match="same dtype"):
+        wg.conv3x3_winograd_weight_grad_nhwc(x, np.zeros((2, 5, 5, 4)), 1)
+    with pytest.raises(ValueError, match="padding"):
+        wg.conv3x3_winograd_weight_grad_nhwc(x, np.zeros((2, 7, 7, 4), np.float32), 3)
+
+
+# ----------------------------------------------------------------------------
+# the weight gradient: fast = naive = direct
+# ----------------------------------------------------------------------------
+
+# SHAPES (odd N, odd and even H_out/W_out, padding 0/1/2, C and F from 3 to
+# 64, a single output row and pixel), plus F = 3 and F = 64 with C ≠ F
+GRAD_SHAPES = SHAPES + [(3, 5, 6, 16, 3, 0), (3, 6, 5, 32, 64, 2)]
+GRAD_IDS = ["x".join(map(str, s[:5])) + f"-p{s[5]}" for s in GRAD_SHAPES]
+
+
+def grad_inputs(N, H, W, C, F, pad, dtype, seed=0):
+    """x (N, H, W, C) and dout (N, H_out, W_out, F), both ~ N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, H, W, C)).astype(dtype)
+    dout = rng.standard_normal((N, H + 2 * pad - 2, W + 2 * pad - 2, F)).astype(dtype)
+    return x, dout
+
+
+def direct_dw(x, dout, pad):
+    """conv_backward_nhwc's weight gradient (w only supplies the shape)."""
+    w = np.zeros((dout.shape[3], x.shape[3], 3, 3), dtype=x.dtype)
+    return kc.conv_backward_nhwc(x, w, dout, 1, pad, need_dx=False)[1]
+
+
+def test_weight_grad_is_the_adjoint_of_the_forward():
+    """⟨conv(x, w), dout⟩ = ⟨w, dw⟩ for every w: dw is the forward's adjoint
+    in w (in float64, to rounding)."""
+    x, dout = grad_inputs(3, 7, 6, 16, 8, 1, np.float64, seed=7)
+    dw = wg.conv3x3_winograd_weight_grad_nhwc(x, dout, 1)
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        w = rng.standard_normal((8, 16, 3, 3))
+        lhs = float(np.sum(wg.conv3x3_winograd_nhwc(x, w, 1) * dout))
+        assert abs(lhs - float(np.sum(w * dw))) <= 1e-12 * np.sum(np.abs(w * dw))
+
+
+@pytest.mark.parametrize("shape", GRAD_SHAPES, ids=GRAD_IDS)
+def test_weight_grad_fast_equals_naive_float64(shape):
+    N, H, W, C, F, pad = shape
+    x, dout = grad_inputs(N, H, W, C, F, pad, np.float64)
+    fast = wg.conv3x3_winograd_weight_grad_nhwc(x, dout, pad)
+    naive = wg.conv3x3_winograd_weight_grad_nhwc_naive(x, dout, pad)
+    assert fast.shape == (F, C, 3, 3) and fast.dtype == np.float64 and fast.flags.c_contiguous
+    close(fast, naive, 1e-13, "fast vs naive")
+    one_image_blocks = wg.conv3x3_winograd_weight_grad_nhwc(x, dout, pad, block_bytes=1)  # M summed over blocks
+    close(one_image_blocks, naive, 1e-13, "fast, blocks of one image, vs naive")
+
+
+@pytest.mark.parametrize("shape", GRAD_SHAPES, ids=GRAD_IDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_weight_grad_equals_direct(shape, dtype):
+    N, H, W, C, F, pad = shape
+    x, dout = grad_inputs(N, H, W, C, F, pad, dtype, seed=2)
+    exact = direct_dw(x.astype(np.float64), dout.astype(np.float64), pad)  # of these rounded inputs
+    rtol = F64_RTOL if dtype == np.float64 else F32_RTOL
+    fast = wg.conv3x3_winograd_weight_grad_nhwc(x, dout, pad)
+    naive = wg.conv3x3_winograd_weight_grad_nhwc_naive(x, dout, pad)
+    assert fast.dtype == dtype and naive.dtype == dtype
+    close(fast, exact, rtol, "fast vs exact")
+    close(naive, exact, rtol, "naive vs exact")
+    close(fast, direct_dw(x, dout, pad), rtol, "fast vs conv_backward_nhwc")
+    x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    _, cache = conv2d_forward_naive(x_nchw, np.zeros((F, C, 3, 3), dtype), None, 1, pad)
+    _, ref, _ = conv2d_backward_naive(np.ascontiguousarray(dout.transpose(0, 3, 1, 2)), cache)
+    close(fast, ref, rtol, "fast vs conv2d_backward_naive")
+    close(naive, ref, rtol, "naive vs conv2d_backward_naive")
+
+
+@pytest.mark.parametrize("shape", GRAD_SHAPES, ids=GRAD_IDS)
+def test_weight_grad_float32_error_is_within_the_rounding_bound(shape, monkeypatch):
+    """Elementwise, for any inputs:
+
+        |dŵ − dw| ≤ γ_K · |Gᵀ| [ Σ_t (|Bᵀ| |d_t| |B|) ⊙ (|A| |δ_t| |Aᵀ|) ] |G|,   γ_K = K·u / (1 − K·u)
+
+    As for the forward: every term (transform entries) · x · dout of dw
+    collects at most K relative rounding errors ≤ u, the transform entries
+    (0, ±1, ±½) multiply exactly, and the right side is the naive twin on
+    absolute values.  K: the sum over the N·th·tw tiles in any order (the
+    BLAS chooses, and the per-thread sums are added afterwards) plus a
+    handful for the transforms (fast: 2 for V, 2 for Z, 1 for the product,
+    1 for the final rounding, G in float64; naive: up to 12).
+    K = N·th·tw + 20.
+    """
+    N, H, W, C, F, pad = shape
+    x, dout = grad_inputs(N, H, W, C, F, pad, np.float32, seed=3)
+    exact = direct_dw(x.astype(np.float64), dout.astype(np.float64), pad)
+    fast = wg.conv3x3_winograd_weight_grad_nhwc(x, dout, pad)
+    naive = wg.conv3x3_winograd_weight_grad_nhwc_naive(x, dout, pad)
+    for name in ("B", "G", "A"):
+        monkeypatch.setattr(wg, name, np.abs(getattr(wg, name)))
+    magnitude = wg.conv3x3_winograd_weight_grad_nhwc_naive(np.abs(x).astype(np.float64),
+                                                          np.abs(dout).astype(np.float64), pad)
+    u = np.finfo(np.float32).eps / 2
+    K = N * ((dout.shape[1] + 1) // 2) * ((dout.shape[2] + 1) // 2) + 20
+    bound = K * u / (1 - K * u) * magnitude
+    for name, y in (("fast", fast), ("naive", naive)):
+        err = np.abs(y.astype(np.float64) - exact)
+        assert np.all(err <= bound), f"{name}: max err / bound = {np.max(err / bound):.2f}"
+
+
+def test_weight_grad_one_thread_equals_two_and_block_size_does_not_matter(monkeypatch):
+    x, dout = grad_inputs(7, 9, 8, 16, 32, 1, np.float64, seed=4)   # 7 images: 3 + 4 over two threads
+    # fill the scratch buffers with an earlier call's numbers: stale values
+    # (past the odd edge above all) must not leak into the result
+    wg.conv3x3_winograd_weight_grad_nhwc(*grad_inputs(7, 10, 10, 16, 32, 1, np.float64, seed=9), 1)
+    two = wg.conv3x3_winograd_weight_grad_nhwc(x, dout, 1)
+    one_image_blocks = wg.conv3x3_winograd_weight_grad_nhwc(x, dout, 1, block_bytes=1)
+    monkeypatch.setattr(parallel, "num_threads", lambda: 1)
+    monkeypatch.setattr(wg, "num_threads", lambda: 1)
+    one = wg.conv3x3_winograd_weight_grad_nhwc(x, dout, 1)
+    one_big_block = wg.conv3x3_winograd_weight_grad_nhwc(x, dout, 1, block_bytes=1 << 30)
+    close(two, direct_dw(x, dout, 1), F64_RTOL, "two threads vs conv_backward_nhwc")
+    for name, y in (("one thread", one), ("blocks of one image", one_image_blocks),
+                    ("one block", one_big_block)):
+        close(y, two, 1e-13, name)
+    empty = wg.conv3x3_winograd_weight_grad_nhwc(x[:0], dout[:0], 1)
+    assert empty.shape == (32, 16, 3, 3) and not np.any(empty)

@@ -35,10 +35,10 @@ kernel instead of a scatter.  (Measured: the earlier version of this
 file, with the per-block loop in Python calling ``np.matmul``, ran the
 ResNet-20 3×3 convolutions 1.25–1.45× slower on two threads.)
 
-3×3 stride-1 convolutions with ≥ 32 channels (forward and input gradient)
-go to Winograd F(2×2, 3×3) instead (``winograd.py``; the threshold
-``WINOGRAD_MIN_CHANNELS`` below says why); the weight gradient always
-takes the row-column products here.
+3×3 stride-1 convolutions with ≥ 16 channels (forward, input gradient and
+weight gradient) go to Winograd F(2×2, 3×3) instead (``winograd.py``; the
+threshold ``WINOGRAD_MIN_CHANNELS`` below says why); the first layer (3
+channels) and the strided convolutions take the products here.
 
 Functions (arrays NHWC, C-contiguous):
 
@@ -54,18 +54,22 @@ import numpy as np
 
 from tqref.kernels.blas import gemm
 from tqref.kernels.parallel import num_threads, parallel_for, scratch
-from tqref.kernels.winograd import conv3x3_winograd_nhwc
+from tqref.kernels.winograd import conv3x3_winograd_nhwc, conv3x3_winograd_weight_grad_nhwc
 
 # 3×3 stride-1 convolutions with at least this many input and output channels
-# go to Winograd F(2×2, 3×3) (winograd.py): 2.25× fewer multiplications, but
-# transforms that move 4× the data through the cache.  Measured on the 2-core
-# development machine (benchmarks/winograd.py, batch 128, 2 threads), against
-# the row-column kernel here: 1.26–1.36× faster at 32 channels, 1.38–1.61×
-# at 64, no gain at 16 (0.95–1.04×) and slower for the 3-channel first layer.
-# A ResNet-20 training step got ≈ 1.05× faster, inference 1.09–1.15×.  The
-# float32 error is a little larger than the direct kernel's (≤ 1e-6 of the
-# output scale; tests/test_winograd.py).  None switches Winograd off.
-WINOGRAD_MIN_CHANNELS = 32
+# go to Winograd F(2×2, 3×3) (winograd.py) — forward, input gradient and weight
+# gradient: 2.25× fewer multiplications, but transforms that move 4× the data
+# through the cache.  Measured on the 2-core development machine
+# (benchmarks/winograd.py, batch 128), against the row-column kernels here:
+# forward 1.26–1.61× faster at 32 and 64 channels, 0.96–1.09× (2 threads) and
+# 1.09–1.18× (1 thread) at 16; weight gradient 1.17–1.81× at 16–64; slower for
+# the 3-channel first layer (0.7–0.8×), which this threshold keeps out.  A whole
+# ResNet-20 training step, interleaved: threshold 16 → 373 images/s on one
+# thread against 352 with 32 and 298 without Winograd; on two threads 16 and 32
+# were within the noise (543–614 vs 530–570; 535 without).  The float32 error
+# is a little larger than the direct kernels' (≤ 1e-6 of the output's scale;
+# tests/test_winograd.py).  None switches Winograd off.
+WINOGRAD_MIN_CHANNELS = 16
 
 
 def _winograd_pays(HH, WW, C, F, padding):
@@ -216,11 +220,10 @@ def weight_matrix(w):
     return np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(HH * WW * C, F))
 
 
-def flipped_weight_matrix(w):
-    """The stride-1 input gradient's kernel as a matrix (HH·WW·F, C):
-    w'[p, q, f, c] = w[f, c, HH − 1 − p, WW − 1 − q]."""
-    F, C, HH, WW = w.shape
-    return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(HH * WW * F, C))
+def flipped_kernel(w):
+    """The kernel of the stride-1 input gradient: w (F, C, HH, WW) ->
+    w' (C, F, HH, WW), w'[c, f, p, q] = w[f, c, HH − 1 − p, WW − 1 − q]."""
+    return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
 
 
 # --- stride 1: row-shifted products ------------------------------------------
@@ -295,10 +298,15 @@ def _stride1_weight_grad_images(x, dout, n0, n1, WW, pad_h, pad_w, X, dwk):
             gemm(X[p * Wo : p * Wo + R], d, dwk[p * K1 : (p + 1) * K1], 1.0, True, False)
 
 
-def _stride1_forward(x, wk, HH, WW, pad_h, pad_w):
-    """Stride-1 convolution of x (N, H, W, C) with w_k (HH·WW·C, F), rows (p, q, c)."""
+def _stride1_forward(x, w, pad_h, pad_w):
+    """Stride-1 convolution of x (N, H, W, C) with w (F, C, HH, WW): by
+    Winograd where it pays, else HH row-column products per image."""
     N, H, W, C = x.shape
-    F = wk.shape[1]
+    F, _, HH, WW = w.shape
+    w = w.astype(x.dtype, copy=False)
+    if pad_h == pad_w and _winograd_pays(HH, WW, C, F, pad_h):
+        return conv3x3_winograd_nhwc(x, w, pad_h)
+    wk = weight_matrix(w)
     Ho, Wo = H + 2 * pad_h - HH + 1, W + 2 * pad_w - WW + 1
     out = np.empty((N, Ho, Wo, F), dtype=x.dtype)
 
@@ -308,6 +316,28 @@ def _stride1_forward(x, wk, HH, WW, pad_h, pad_w):
 
     parallel_for(work, N)
     return out
+
+
+def _stride1_weight_grad(x, dout, HH, WW, padding):
+    """dw (F, C, HH, WW) of a stride-1 convolution: by Winograd where it pays,
+    else per thread Σ_n X_pᵀ @ dout[n] into its own dw_t, summed afterwards."""
+    N, H, W, C = x.shape
+    Wo, F = dout.shape[2], dout.shape[3]
+    if _winograd_pays(HH, WW, C, F, padding):
+        return conv3x3_winograd_weight_grad_nhwc(x, dout, padding)
+    partial_dw = np.zeros((num_threads(), HH * WW * C, F), dtype=x.dtype)
+
+    def work(t, n0, n1):
+        X = scratch(t, "cols", (H + 2 * padding) * Wo * WW * C, x.dtype).reshape(-1, WW * C)
+        _stride1_weight_grad_images(x, dout, n0, n1, WW, padding, padding, X, partial_dw[t])
+
+    parallel_for(work, N)
+    return _weight_from_matrix(partial_dw.sum(axis=0), HH, WW, C, F)
+
+
+def _weight_from_matrix(dwk, HH, WW, C, F):
+    """dw_k (HH·WW·C, F), rows (p, q, c) -> dw (F, C, HH, WW): weight_matrix's inverse."""
+    return np.ascontiguousarray(dwk.reshape(HH, WW, C, F).transpose(3, 2, 0, 1))
 
 
 # --- any stride: full im2col -------------------------------------------------
@@ -340,11 +370,9 @@ def conv_forward_nhwc(x, w, stride, padding):
     """x (N, H, W, C) C-contiguous, w (F, C, HH, WW) -> out (N, H_out, W_out, F)."""
     N, H, W, C = x.shape
     F, _, HH, WW = w.shape
-    if stride == 1 and _winograd_pays(HH, WW, C, F, padding):
-        return conv3x3_winograd_nhwc(x, w.astype(x.dtype, copy=False), padding)
-    wk = weight_matrix(w).astype(x.dtype, copy=False)
     if stride == 1:
-        return _stride1_forward(x, wk, HH, WW, padding, padding)
+        return _stride1_forward(x, w, padding, padding)
+    wk = weight_matrix(w).astype(x.dtype, copy=False)
     Ho, Wo = output_size(H, HH, stride, padding), output_size(W, WW, stride, padding)
     out = np.empty((N, Ho, Wo, F), dtype=x.dtype)
 
@@ -364,38 +392,22 @@ def conv_backward_nhwc(x, w, dout, stride, padding, need_dx=True):
     partial sums are added afterwards (no two threads write one element)."""
     N, H, W, C = x.shape
     F, _, HH, WW = w.shape
+    if stride == 1 and padding <= HH - 1 and padding <= WW - 1:
+        # The input gradient is itself a stride-1 convolution: of dout with the
+        # kernel flipped in space and transposed in (f, c), padded by k − 1 − pad.
+        dw = _stride1_weight_grad(x, dout, HH, WW, padding)
+        dx = _stride1_forward(dout, flipped_kernel(w), HH - 1 - padding, WW - 1 - padding) if need_dx else None
+        return dx, dw
+    # any stride: im2col, and the input gradient scattered back by col2im
     Ho, Wo = dout.shape[1], dout.shape[2]
-    dtype = x.dtype
-    wk = weight_matrix(w).astype(dtype, copy=False)
-    T = num_threads()
-    partial_dw = np.zeros((T, HH * WW * C, F), dtype=dtype)
-    # For stride 1 the input gradient is itself a convolution: of dout with the
-    # kernel flipped in space and transposed in (f, c), padded by k − 1 − pad.
-    flip = stride == 1 and padding <= HH - 1 and padding <= WW - 1
+    wk = weight_matrix(w).astype(x.dtype, copy=False)
+    partial_dw = np.zeros((num_threads(), HH * WW * C, F), dtype=x.dtype)
+    dx = np.zeros((N, H, W, C) if need_dx else (0, H, W, C), dtype=x.dtype)
 
-    if flip:
-        def work(t, n0, n1):
-            X = scratch(t, "cols", (H + 2 * padding) * Wo * WW * C, dtype).reshape(-1, WW * C)
-            _stride1_weight_grad_images(x, dout, n0, n1, WW, padding, padding, X, partial_dw[t])
+    def work(t, n0, n1):
+        cols = scratch(t, "cols", Ho * Wo * HH * WW * C, x.dtype).reshape(Ho * Wo, -1)
+        _im2col_backward_images(x, dout, n0, n1, wk, HH, WW, stride, padding, padding,
+                                cols, partial_dw[t], dx)
 
-        parallel_for(work, N)
-        dx = None
-        if need_dx and _winograd_pays(HH, WW, F, C, HH - 1 - padding):
-            w_flip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype=dtype)
-            dx = conv3x3_winograd_nhwc(dout, w_flip, HH - 1 - padding)  # (C, F, 3, 3) kernel
-        elif need_dx:
-            dx = _stride1_forward(dout, flipped_weight_matrix(w).astype(dtype, copy=False),
-                                  HH, WW, HH - 1 - padding, WW - 1 - padding)
-    else:
-        dx = np.zeros((N, H, W, C) if need_dx else (0, H, W, C), dtype=dtype)
-
-        def work(t, n0, n1):
-            cols = scratch(t, "cols", Ho * Wo * HH * WW * C, dtype).reshape(Ho * Wo, -1)
-            _im2col_backward_images(x, dout, n0, n1, wk, HH, WW, stride, padding, padding,
-                                    cols, partial_dw[t], dx)
-
-        parallel_for(work, N)
-        dx = dx if need_dx else None
-    dwk = partial_dw.sum(axis=0)
-    dw = np.ascontiguousarray(dwk.reshape(HH, WW, C, F).transpose(3, 2, 0, 1))
-    return dx, dw
+    parallel_for(work, N)
+    return (dx if need_dx else None), _weight_from_matrix(partial_dw.sum(axis=0), HH, WW, C, F)

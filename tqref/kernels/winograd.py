@@ -45,6 +45,12 @@ way to and from the products.  Measured on the 2-core development machine
     64 channels at 8×8     1.38–1.61×   (1 thread: 1.58–1.66×; products 2.4 of 3.5 ms)
     3 → 16 channels        0.65–0.7×    (the first layer: products with K = 3)
 
+Measured again after the input transform was rewritten for the weight
+gradient (below; bit-identical results, input transform 0.7–0.8 ms instead
+of 1.5–1.7 at 16 channels), batch 128 and 256, 2–3 runs: 16 channels
+0.96–1.09× (1 thread 1.09–1.18×), 32 channels 1.15–1.35× (1.37–1.45×),
+64 channels 1.31–1.64× (1.54–1.74×).
+
 Accuracy.  The intermediate values are larger than the result (V sums 4
 inputs with ±1, U up to 9 weights with ½ and ¼, Y 9 products with ±1), so
 float32 rounding errors are somewhat larger than those of direct
@@ -79,10 +85,67 @@ Numba lessons from the same measurements: make 1-D views of the scratch
 arrays once, in the caller (a ``reshape`` inside the per-row helpers made
 them 1.5–2× slower), and index the innermost loop with the bare loop
 variable (``a[i, j, c]``, not ``a[i, o + c]``: Numba's negative-index
-check on ``o + c`` turned the copy into gathers and scatters).
+check on ``o + c`` turned the copy into gathers and scatters).  Later, for
+the weight gradient (128 images, 16 channels, 1 thread): the same transform
+indexing the scratch arrays themselves instead of slicing runs out of them
+(a slice costs ~12 ns of set-up, reference counting included: as much as
+adding 100 numbers), an *unsigned* offset where a run is shifted (``c + m``
+with c, m unsigned has no negative-index check and vectorises), and one
+loop per group of 4 results — reading the 4 runs a row of Bᵀ combines,
+writing all 4 results — 6 loops per tile row instead of 24: 1.5 ms → 0.7 ms.
+(16 results per loop did not vectorise: 25× slower.)
+
+The weight gradient.  The convolution is linear in each kernel g_fc; its
+adjoint with respect to g, which backpropagation needs, runs the same
+algorithm backwards, with the transposed matrices:
+
+    forward    Y_t      = Aᵀ [ Σ_c (G g_fc Gᵀ) ⊙ V_tc ] A,     V_tc = Bᵀ d_tc B
+    gradient   ∂L/∂g_fc = Gᵀ [ Σ_t V_tc ⊙ Z_tf ] G,            Z_tf = A δ_tf Aᵀ
+
+with δ_tf = ∂L/∂Y_tf, the 2×2 output gradients of tile t (zero past an odd
+H_out or W_out: those outputs do not exist), and Z_tf its 4×4 transform.
+Summed over all T tiles of the batch, that is 16 matrix products and one
+small transform:
+
+    M[ξ, ν] = Σ_t V[ξ, ν, t, :]ᵀ Z[ξ, ν, t, :]      (C × T) @ (T × F) -> C × F
+    dW[f, c] = Gᵀ M[:, :, c, f] G
+
+The fast version reuses steps 1 and 2 of the convolution.  Each thread
+takes a slice of the batch and, in one Numba call, per block of nb images
+(V and Z within ``BLOCK_BYTES``):
+
+    1–2. split columns and input transform, as above    -> V (16, T, C)
+    3.   split dout's columns the same way (padding 0)
+    4.   output-gradient transform, tile row by tile row -> Z (16, T, F)
+    5.   16 products M_ξν += V_ξνᵀ Z_ξν (BLAS, β = 1) into the thread's own M
+
+then the threads' M are added (in float64) and transformed once,
+dW = Gᵀ M G (Numba, float64).  Measured (``benchmarks/winograd.py --what
+weight-grad --threads 2 1``, float32, batch 128 and 256), against
+``conv_nhwc.conv_backward_nhwc(x, w, dout, 1, 1, need_dx=False)`` (per
+image: row columns and 3 products Xᵀ @ dout):
+
+                           2 threads     1 thread      (five runs)
+    16 channels at 32×32   1.17–1.28×    1.26–1.31×
+    32 channels at 16×16   1.31–1.49×    1.49–1.55×
+    64 channels at 8×8     1.46–1.74×    1.75–1.81×
+    3 → 16 channels        0.78×         0.78×       (the first layer: products with C = 3 rows)
+    16 → 3 channels        1.15×         1.16×
+
+The products run at ~110 GFLOP/s on one core (numpy's 2048² sgemm: 100),
+2.4–2.5 ms for 128 images at each of the three widths; the transforms cost
+1 thread, 128 images, 16 channels: split 0.3 + input 0.8, dout split 0.3 +
+output gradient 1.0 ms (64 channels: 0.45 and 0.3 ms in all).  A block
+budget of 1 MB instead of 512 KB changed the times by less than ±5 %.
+Float32 error, random data, max |error| / max |dW|: 0.6–3.4e-7 for up to
+320 output pixels per kernel entry, 6.7e-7 for 128 images at 32×32
+(direct kernel: 0.2–3.0e-7 and 6.5e-7; rms errors 0.9–1.6× the direct's);
+float64 agrees to ~1e-15.
 
     conv3x3_winograd_nhwc(x, w, padding)        -> out (N, H_out, W_out, F)
     conv3x3_winograd_nhwc_naive(x, w, padding)  the same, NumPy, tile by tile
+    conv3x3_winograd_weight_grad_nhwc(x, dout, padding)   -> dw (F, C, 3, 3)
+    conv3x3_winograd_weight_grad_nhwc_naive(x, dout, padding)   the same, NumPy, tile by tile
     winograd_weights(w, dtype)                  -> U (16, C, F)
     B, G, A                                     the transform matrices
 """
@@ -91,7 +154,7 @@ import numba
 import numpy as np
 
 from tqref.kernels.blas import gemm
-from tqref.kernels.parallel import parallel_for, scratch
+from tqref.kernels.parallel import num_threads, parallel_for, scratch
 
 BT = np.array([[1, 0, -1, 0],
                [0, 1, 1, 0],
@@ -116,6 +179,11 @@ BLOCK_BYTES = 512 * 1024
 def _check(x, w, padding):
     if x.ndim != 4 or w.ndim != 4 or w.shape[2:] != (3, 3) or w.shape[1] != x.shape[3]:
         raise ValueError(f"winograd: need x (N, H, W, C) and w (F, C, 3, 3), got {x.shape} and {w.shape}")
+    return _check_input(x, padding)
+
+
+def _check_input(x, padding):
+    """dtype, padding and size of x (N, H, W, C); returns (H_out, W_out)."""
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"winograd: x must be float32 or float64, got {x.dtype}")
     if padding not in (0, 1, 2):
@@ -123,6 +191,19 @@ def _check(x, w, padding):
     Ho, Wo = x.shape[1] + 2 * padding - 2, x.shape[2] + 2 * padding - 2
     if Ho < 1 or Wo < 1:
         raise ValueError(f"winograd: 3×3 kernel larger than the padded input {x.shape}, padding {padding}")
+    return Ho, Wo
+
+
+def _check_grad(x, dout, padding):
+    """x (N, H, W, C) and dout (N, H_out, W_out, F) of a 3×3 stride-1 convolution; returns (H_out, W_out)."""
+    if x.ndim != 4 or dout.ndim != 4:
+        raise ValueError(f"winograd: need x (N, H, W, C) and dout (N, H_out, W_out, F), got {x.shape} and {dout.shape}")
+    Ho, Wo = _check_input(x, padding)
+    if dout.shape[:3] != (x.shape[0], Ho, Wo):
+        raise ValueError(f"winograd: dout must be (N, H_out, W_out, F) = ({x.shape[0]}, {Ho}, {Wo}, F) "
+                         f"for x {x.shape} and padding {padding}, got {dout.shape}")
+    if dout.dtype != x.dtype:
+        raise TypeError(f"winograd: x and dout must have the same dtype, got {x.dtype} and {dout.dtype}")
     return Ho, Wo
 
 
@@ -174,23 +255,39 @@ def conv3x3_winograd_nhwc_naive(x, w, padding):
     return np.ascontiguousarray(out[:, :Ho, :Wo, :])
 
 
+def conv3x3_winograd_weight_grad_nhwc_naive(x, dout, padding):
+    """x (N, H, W, C), dout (N, H_out, W_out, F) -> dw (F, C, 3, 3): the weight
+    gradient of ``conv3x3_winograd_nhwc(x, w, padding)``, the forward's adjoint
+    with respect to w.  For every tile position (ty, tx), all images at once:
+
+        V  = Bᵀ d B,    d = x_pad[:, 2ty : 2ty + 4, 2tx : 2tx + 4, :]      (N, C, 4, 4)
+        Z  = A δ Aᵀ,    δ = dout[:, 2ty : 2ty + 2, 2tx : 2tx + 2, :]       (N, F, 4, 4)
+        M[f, c] += Σ_n V[n, c] ⊙ Z[n, f]                                   (F, C, 4, 4)
+
+    and at the end dw[f, c] = Gᵀ M[f, c] G.  (δ past an odd H_out or W_out
+    is zero: those outputs do not exist, so they pass no gradient back.)
+    """
+    Ho, Wo = _check_grad(x, dout, padding)
+    N, H, W, C = x.shape
+    dt = x.dtype
+    Bd, Gd, Ad = B.astype(dt), G.astype(dt), A.astype(dt)
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    xp = np.pad(x, ((0, 0), (padding, 2 * th + 2 - H - padding), (padding, 2 * tw + 2 - W - padding), (0, 0)))
+    dp = np.pad(dout, ((0, 0), (0, 2 * th - Ho), (0, 2 * tw - Wo), (0, 0)))   # zeros: whole tiles
+    M = np.zeros((dout.shape[3], C, 4, 4), dtype=dt)
+    for ty in range(th):
+        for tx in range(tw):
+            d = xp[:, 2 * ty : 2 * ty + 4, 2 * tx : 2 * tx + 4, :].transpose(0, 3, 1, 2)     # (N, C, 4, 4)
+            delta = dp[:, 2 * ty : 2 * ty + 2, 2 * tx : 2 * tx + 2, :].transpose(0, 3, 1, 2)  # (N, F, 2, 2)
+            V = Bd.T @ d @ Bd                                                          # (N, C, 4, 4)
+            Z = Ad @ delta @ Ad.T                                                      # (N, F, 4, 4)
+            M += np.einsum("ncab,nfab->fcab", V, Z)
+    return Gd.T @ M @ Gd                                                               # (F, C, 3, 3)
+
+
 # ----------------------------------------------------------------------------
 # Numba kernels
 # ----------------------------------------------------------------------------
-
-def _pairs(BT):
-    """Bᵀ[ξ] = e(a0) + s · e(a1): the (a0, a1) and s of each row (every row of
-    Bᵀ has one +1 and one ±1)."""
-    cols, signs = [], []
-    for row in BT:
-        nz = [int(a) for a in np.flatnonzero(row)]
-        a0 = next(a for a in nz if row[a] == 1)
-        a1 = next(a for a in nz if a != a0)
-        assert len(nz) == 2 and abs(row[a1]) == 1
-        cols.append((a0, a1))
-        signs.append(int(row[a1]))
-    return np.array(cols), np.array(signs)
-
 
 def _triples(AT):
     """Aᵀ[i] = e(a0) + s · (e(a1) + e(a2)): the (a0, a1, a2) and s of each row
@@ -208,21 +305,15 @@ def _triples(AT):
     return np.array(cols), np.array(signs)
 
 
-# Bᵀ and Aᵀ as index tables, so that the kernels add and subtract instead of
-# multiplying by ±1 (half the arithmetic of the plain matrix products).
-_BT_COLS, _BT_SIGNS = _pairs(BT)      # (4, 2), (4,)
+# Aᵀ as an index table, so that the output transform adds and subtracts
+# instead of multiplying by ±1 (half the arithmetic of the plain matrix product).
 _AT_COLS, _AT_SIGNS = _triples(AT)    # (2, 3), (2,)
 
-
-@numba.njit(cache=True, nogil=True)
-def _add(dst, a, b, s):
-    """dst = a + s · b for s = ±1 (1-D runs of equal length)."""
-    if s > 0:
-        for m in range(dst.size):
-            dst[m] = a[m] + b[m]
-    else:
-        for m in range(dst.size):
-            dst[m] = a[m] - b[m]
+# The input transform (``_input_transform_row``) and the output-gradient
+# transform (``_grad_transform_row``) write the rows of Bᵀ and of A out, as
+# ``_g`` does for G; these are the matrices they write out.
+assert np.array_equal(BT, [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
+assert np.array_equal(A, [[1, 0], [1, 1], [1, -1], [0, -1]])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -279,7 +370,9 @@ def _split_columns(x, n0, n1, pad, X):
     tw·C numbers, so the input transform below runs long loops instead of
     16 loops of C numbers per tile.  (The loop over c is the only one
     indexing x with a varying index: Numba then needs no negative-index
-    check inside it and it vectorises.)
+    check inside it and it vectorises.)  The weight gradient splits dout
+    the same way: padding 0, X (nb, 2·th, 2, tw, F), zeros past an odd
+    H_out or W_out.
     """
     H, W, C = x.shape[1], x.shape[2], x.shape[3]
     Hp, Wq = X.shape[1], X.shape[3]
@@ -298,30 +391,44 @@ def _split_columns(x, n0, n1, pad, X):
 
 
 @numba.njit(cache=True, nogil=True)
-def _input_transform_row(Xf, nl, ty, tw, C, R, Vf, t0):
-    """V[4ξ + ν, t0 + tx, :] = (Bᵀ d B)[ξ, ν] for the tiles tx < tw of tile row
-    ty of image nl of the split block X (see ``_split_columns``),
-    d[a, b] = x_pad[2ty + a, 2tx + b].  In two steps, for all tiles of the row at once:
+def _input_transform_row(Xf, nl, ty, C, R, V3, r):
+    """V[4ξ + ν, t] = (Bᵀ d_t B)[ξ, ν] for the tiles t of tile row ty of image
+    nl of the split block X (see ``_split_columns``), d_t[a, b] =
+    x_pad[2ty + a, 2tx + b].  In two steps, for all tiles of the row at once:
 
-        R[ξ] = Σ_a Bᵀ[ξ, a] · x_pad[2ty + a, :]              rows: 4 loops of (tw + 1)·C, per parity
-        V[4ξ + ν, t0 + tx] = Σ_b Bᵀ[ν, b] · R[ξ, 2tx + b]    columns: 16 loops of tw·C
+        R[ξ] = Σ_a Bᵀ[ξ, a] · x_pad[2ty + a, :]              rows: 2 loops of (tw + 1)·C
+        V[4ξ + ν, t] = Σ_b Bᵀ[ν, b] · R[ξ, 2tx + b]          columns: 4 loops of tw·C
 
-    Column 2tx + b of all tiles is the run R[ξ, b % 2, b // 2 : b // 2 + tw]
-    of the split rows, and the row's part of V_k is the run V[k, t0 : t0 + tw].
-    Xf, Vf: X and V with their last two axes merged; R: (4, 2, (tw + 1)·C)
-    scratch.  (Numba slices 1-D runs fastest when the caller reshapes once.)
+    Each loop reads the 4 runs that one Bᵀ combines and writes its 4
+    results (the rows of Bᵀ written out: d0 − d2, d1 + d2, d2 − d1,
+    d1 − d3).  Column 2tx + b of all tiles is the run R[ξ, b % 2, (b // 2)·C
+    + m], m < tw·C, of the split rows, and the row's part of V_k is the run
+    V3[k, r, :].  Xf: X (nb, Hp, 2, tw + 1, C) with its last two axes merged;
+    V3: V (16, T, C) as (16, T / tw, tw·C), r = nl·th + ty; R: (4, 2,
+    (tw + 1)·C) scratch.  Why this form (measured, 128 images, 16 channels,
+    1 thread): runs sliced out of the arrays and combined two at a time,
+    24 loops per tile row, took 1.5 ms; indexing the arrays themselves
+    (each slice costs ~12 ns of set-up, reference counting included) and
+    writing 4 runs per loop, 0.7 ms.  The offset C + m is unsigned, so
+    Numba adds no negative-index check (which stops vectorisation).
     """
+    W1 = R.shape[2]
+    h = 2 * ty
+    for p in range(2):
+        for m in range(W1):
+            d0, d1, d2, d3 = Xf[nl, h, p, m], Xf[nl, h + 1, p, m], Xf[nl, h + 2, p, m], Xf[nl, h + 3, p, m]
+            R[0, p, m] = d0 - d2
+            R[1, p, m] = d1 + d2
+            R[2, p, m] = d2 - d1
+            R[3, p, m] = d1 - d3
+    c = np.uint64(C)
     for xi in range(4):
-        a0, a1 = 2 * ty + _BT_COLS[xi, 0], 2 * ty + _BT_COLS[xi, 1]
-        for parity in range(2):
-            _add(R[xi, parity], Xf[nl, a0, parity], Xf[nl, a1, parity], _BT_SIGNS[xi])
-    L = tw * C
-    for xi in range(4):
-        for nu in range(4):
-            b0, b1 = _BT_COLS[nu, 0], _BT_COLS[nu, 1]
-            _add(Vf[4 * xi + nu, t0 * C : t0 * C + L],
-                 R[xi, b0 % 2, (b0 // 2) * C : (b0 // 2) * C + L],
-                 R[xi, b1 % 2, (b1 // 2) * C : (b1 // 2) * C + L], _BT_SIGNS[nu])
+        for m in range(np.uint64(V3.shape[2])):
+            d0, d1, d2, d3 = R[xi, 0, m], R[xi, 1, m], R[xi, 0, c + m], R[xi, 1, c + m]
+            V3[4 * xi, r, m] = d0 - d2
+            V3[4 * xi + 1, r, m] = d1 + d2
+            V3[4 * xi + 2, r, m] = d2 - d1
+            V3[4 * xi + 3, r, m] = d1 - d3
 
 
 @numba.njit(cache=True, nogil=True)
@@ -362,6 +469,21 @@ def _store_row(O, out, n, ty):
 
 
 @numba.njit(cache=True, nogil=True)
+def _input_transform(x, b0, b1, pad, th, X, Xf, R, V3):
+    """V[4ξ + ν, t, :] = (Bᵀ d_t B)[ξ, ν] for all tiles t = (nl·th + ty)·tw + tx
+    of the images b0 + nl in [b0, b1): split columns (X), then the input
+    transform tile row by tile row.  (Steps 1 and 2, shared by the
+    convolution and its weight gradient; Xf, V3: X and V reshaped as in
+    ``_input_transform_row``.)
+    """
+    C = x.shape[3]
+    _split_columns(x, b0, b1, pad, X)
+    for nl in range(b1 - b0):
+        for ty in range(th):
+            _input_transform_row(Xf, nl, ty, C, R, V3, nl * th + ty)
+
+
+@numba.njit(cache=True, nogil=True)
 def _winograd_images(x, n0, n1, U, pad, nb, X, R, V, M, S, O, out):
     """out[n] = the Winograd convolution of x[n] with U (16, C, F), n in [n0, n1).
 
@@ -370,18 +492,15 @@ def _winograd_images(x, n0, n1, U, pad, nb, X, R, V, M, S, O, out):
     output transform into out, one tile row (O) at a time.  X, R, V, M, S, O:
     scratch of at least one block's size.
     """
-    C = x.shape[3]
     Ho, Wo, F = out.shape[1], out.shape[2], out.shape[3]
     th, tw = (Ho + 1) // 2, (Wo + 1) // 2
     Xf = X.reshape(X.shape[0], X.shape[1], 2, -1)
-    Vf, Mf, Of = V.reshape(16, -1), M.reshape(16, -1), O.reshape(2, 2, -1)
+    V3 = V.reshape(16, V.shape[1] // tw, -1)
+    Mf, Of = M.reshape(16, -1), O.reshape(2, 2, -1)
     for b0 in range(n0, n1, nb):
         b1 = min(b0 + nb, n1)
         T = (b1 - b0) * th * tw
-        _split_columns(x, b0, b1, pad, X)
-        for nl in range(b1 - b0):
-            for ty in range(th):
-                _input_transform_row(Xf, nl, ty, tw, C, R, Vf, (nl * th + ty) * tw)
+        _input_transform(x, b0, b1, pad, th, X, Xf, R, V3)
         for k in range(16):
             gemm(V[k, :T], U[k], M[k, :T])
         for nl in range(b1 - b0):
@@ -409,6 +528,8 @@ def conv3x3_winograd_nhwc(x, w, padding, block_bytes=None):
     dt = x.dtype
     U = winograd_weights(w, dt)
     out = np.empty((N, Ho, Wo, F), dtype=dt)
+    if N == 0:
+        return out
     th, tw = (Ho + 1) // 2, (Wo + 1) // 2
     nb = _block_images(th, tw, C, F, dt.itemsize, block_bytes or BLOCK_BYTES)
 
@@ -424,3 +545,137 @@ def conv3x3_winograd_nhwc(x, w, padding, block_bytes=None):
 
     parallel_for(work, N)
     return out
+
+
+# ----------------------------------------------------------------------------
+# The weight gradient
+# ----------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def _grad_transform_row(Df, nl, ty, S, Z3, r):
+    """Z[4ξ + ν, t] = (A δ_t Aᵀ)[ξ, ν] for the tiles t of tile row ty of image
+    nl, δ_t[i, j] = dout[2ty + i, 2tx + j] (2 × 2, zero past the edge).  In
+    two steps, for all tiles of the row at once:
+
+        S[ξ, j]   = Σ_i A[ξ, i] · δ[i, j]          rows: 2 loops of tw·F
+        Z[4ξ + ν] = Σ_j A[ν, j] · S[ξ, j]          columns: 4 loops of tw·F
+
+    Each loop reads 2 runs and writes 4 (the rows of A written out: e0,
+    e0 + e1, e0 − e1, −e1).  Df: dout split into even and odd columns like X
+    (``_split_columns`` with padding 0), last two axes merged: the j-th
+    pixels of all tiles of output row h are the run Df[nl, h, j].  Z3: Z
+    (16, T, F) as (16, T / tw, tw·F), r = nl·th + ty; S: (4, 2, tw·F)
+    scratch.  (Tiles do not overlap in the output, so no run is shifted.)
+    """
+    L = S.shape[2]
+    h = 2 * ty
+    for j in range(2):
+        for m in range(L):
+            d0, d1 = Df[nl, h, j, m], Df[nl, h + 1, j, m]
+            S[0, j, m] = d0
+            S[1, j, m] = d0 + d1
+            S[2, j, m] = d0 - d1
+            S[3, j, m] = -d1
+    for xi in range(4):
+        for m in range(L):
+            d0, d1 = S[xi, 0, m], S[xi, 1, m]
+            Z3[4 * xi, r, m] = d0
+            Z3[4 * xi + 1, r, m] = d0 + d1
+            Z3[4 * xi + 2, r, m] = d0 - d1
+            Z3[4 * xi + 3, r, m] = -d1
+
+
+@numba.njit(cache=True, nogil=True)
+def _winograd_weight_grad_images(x, dout, n0, n1, pad, nb, X, R, V, D, S, Z, M):
+    """M_k += Σ_t V_k[t]ᵀ Z_k[t] over the tiles of the images n in [n0, n1):
+    M (16, C, F), one thread's accumulator.
+
+    Blocks of nb images: the input transform of the forward (V: 16 × (T, C),
+    T = nb·th·tw tiles), dout split into even and odd columns (D), the
+    output-gradient transform (Z: 16 × (T, F)), then 16 products
+    M_k (C × F) += V_kᵀ Z_k (BLAS, β = 1).  X, R, V, D, S, Z: scratch of at
+    least one block's size.
+    """
+    Ho, Wo = dout.shape[1], dout.shape[2]
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    Xf = X.reshape(X.shape[0], X.shape[1], 2, -1)
+    Df = D.reshape(D.shape[0], D.shape[1], 2, -1)
+    V3, Z3 = V.reshape(16, V.shape[1] // tw, -1), Z.reshape(16, Z.shape[1] // tw, -1)
+    for b0 in range(n0, n1, nb):
+        b1 = min(b0 + nb, n1)
+        T = (b1 - b0) * th * tw
+        _input_transform(x, b0, b1, pad, th, X, Xf, R, V3)
+        _split_columns(dout, b0, b1, 0, D)
+        for nl in range(b1 - b0):
+            for ty in range(th):
+                _grad_transform_row(Df, nl, ty, S, Z3, nl * th + ty)
+        for k in range(16):
+            gemm(V[k, :T], Z[k, :T], M[k], 1.0, True, False)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gt(m0, m1, m2, m3):
+    """Gᵀ times the column (m0, m1, m2, m3): the rows of Gᵀ written out."""
+    return m0 + 0.5 * (m1 + m2), 0.5 * (m1 - m2), 0.5 * (m1 + m2) + m3
+
+
+@numba.njit(cache=True, nogil=True)
+def _weight_grad_transform(M, dw):
+    """dw[f, c] = Gᵀ m G for m[ξ, ν] = M[4ξ + ν, c, f], in float64 (M: float64):
+    Gᵀ applied to the 4 columns of m, then to the 3 rows of the result.  The
+    adjoint of ``_weight_transform``, and like it, it gathers one input
+    channel's 16 × F values first (they lie C·F apart)."""
+    F, C = dw.shape[0], dw.shape[1]
+    tmp = np.empty((16, F))
+    for c in range(C):
+        for k in range(16):
+            for f in range(F):
+                tmp[k, f] = M[k, c, f]
+        for f in range(F):
+            col0 = _gt(tmp[0, f], tmp[4, f], tmp[8, f], tmp[12, f])        # (Gᵀ m)[:, 0]
+            col1 = _gt(tmp[1, f], tmp[5, f], tmp[9, f], tmp[13, f])
+            col2 = _gt(tmp[2, f], tmp[6, f], tmp[10, f], tmp[14, f])
+            col3 = _gt(tmp[3, f], tmp[7, f], tmp[11, f], tmp[15, f])
+            for p in range(3):
+                r = _gt(col0[p], col1[p], col2[p], col3[p])                  # (Gᵀ m G)[p, :]
+                for q in range(3):
+                    dw[f, c, p, q] = r[q]
+
+
+def conv3x3_winograd_weight_grad_nhwc(x, dout, padding, block_bytes=None):
+    """x (N, H, W, C), dout (N, H_out, W_out, F), padding 0, 1 or 2 ->
+    dw (F, C, 3, 3): the weight gradient of the 3×3 stride-1 convolution
+    (``conv_nhwc.conv_backward_nhwc(x, w, dout, 1, padding)[1]``), by
+    Winograd F(2×2, 3×3):
+
+        M_k = Σ_t V_k[t]ᵀ Z_k[t]   (C × F),   dw[f, c] = Gᵀ M[:, c, f] G
+
+    Each thread takes a slice of the batch and accumulates its own M; the
+    threads' M are added (in float64) and transformed afterwards.
+    ``block_bytes`` (default ``BLOCK_BYTES``) bounds each thread's V + Z.
+    """
+    Ho, Wo = _check_grad(x, dout, padding)
+    x, dout = np.ascontiguousarray(x), np.ascontiguousarray(dout)
+    N, H, W, C = x.shape
+    F = dout.shape[3]
+    dt = x.dtype
+    if N == 0:
+        return np.zeros((F, C, 3, 3), dtype=dt)   # no images, no gradient
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    nb = _block_images(th, tw, C, F, dt.itemsize, block_bytes or BLOCK_BYTES)
+    partial_M = np.zeros((num_threads(), 16, C, F), dtype=dt)
+
+    def work(t, n0, n1):
+        b = min(nb, n1 - n0)
+        X = scratch(t, "winograd_X", b * (2 * th + 2) * 2 * (tw + 1) * C, dt).reshape(b, 2 * th + 2, 2, tw + 1, C)
+        V = scratch(t, "winograd_V", 16 * b * th * tw * C, dt).reshape(16, b * th * tw, C)
+        R = scratch(t, "winograd_R", 8 * (tw + 1) * C, dt).reshape(4, 2, (tw + 1) * C)
+        D = scratch(t, "winograd_D", b * 2 * th * 2 * tw * F, dt).reshape(b, 2 * th, 2, tw, F)
+        S = scratch(t, "winograd_S", 8 * tw * F, dt).reshape(4, 2, tw * F)
+        Z = scratch(t, "winograd_Z", 16 * b * th * tw * F, dt).reshape(16, b * th * tw, F)
+        _winograd_weight_grad_images(x, dout, n0, n1, padding, b, X, R, V, D, S, Z, partial_M[t])
+
+    parallel_for(work, N)
+    dw = np.empty((F, C, 3, 3), dtype=dt)
+    _weight_grad_transform(partial_M.sum(axis=0, dtype=np.float64), dw)
+    return dw
