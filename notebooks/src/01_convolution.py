@@ -146,7 +146,7 @@ plt.show()
 #
 # The fast pair computes the same products in a faster order: activations
 # stored channels-last, each image's columns built by a Numba kernel and
-# multiplied by BLAS called from inside Numba, and from 32 channels on
+# multiplied by BLAS called from inside Numba, and from 16 channels on
 # Winograd's F(2×2, 3×3), which needs 2.25× fewer multiplications
 # (`tqref/kernels/conv_nhwc.py` and `winograd.py` explain how and why). The
 # tests hold it equal to the loops over many shapes. Here once more, and a
