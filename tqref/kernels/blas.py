@@ -120,12 +120,19 @@ def _declare(path, name, real, int_t):
 
 
 _found = _find_cblas()
+if _found is not None:
+    try:
+        _path, _s_name, _d_name, _int_t = _found
+        _sgemm = _declare(_path, _s_name, types.float32, _int_t)
+        _dgemm = _declare(_path, _d_name, types.float64, _int_t)
+    except Exception as error:  # a library we could open but not load: loops, and say so
+        import warnings
+        warnings.warn(f"tqref: could not use {_found[1]} from {_found[0]} ({error}); matrix products "
+                      f"fall back to plain loops (slow)", RuntimeWarning, stacklevel=2)
+        _found = None
 
 if _found is not None:
-    _path, _s_name, _d_name, _int_t = _found
     BLAS = f"{_s_name} / {_d_name} from {os.path.basename(_path)}"
-    _sgemm = _declare(_path, _s_name, types.float32, _int_t)
-    _dgemm = _declare(_path, _d_name, types.float64, _int_t)
     _int = np.int64 if _int_t is ctypes.c_int64 else np.int32
 
     @numba.njit(cache=True, nogil=True)
