@@ -154,3 +154,7 @@ if _found is not None:
 else:
     BLAS = "none found: plain Numba loops (slow)"
     gemm = gemm_naive
+    if os.environ.get("TQREF_BLAS", "").lower() != "loops":
+        import warnings
+        warnings.warn("tqref: found no CBLAS library beside numpy; matrix products run as plain "
+                      "loops (correct, many times slower)", RuntimeWarning, stacklevel=2)
