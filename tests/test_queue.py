@@ -1,0 +1,66 @@
+"""results/queue.sh, the script that starts and resumes the background runs
+of results/, with a stand-in ``python`` that only records its arguments: the
+order of the runs, --resume when a last.npz exists, skipping a finished run
+(result.json), and the packed export of finished ternary runs."""
+
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+QUEUE = REPO_ROOT / "results" / "queue.sh"
+
+pytestmark = pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX sh")
+
+
+def _run_queue(tmp_path, slot, finished=(), started=()):
+    results = tmp_path / "results"
+    for name in finished + started:
+        (results / name).mkdir(parents=True, exist_ok=True)
+        (results / name / "last.npz").write_bytes(b"")
+    for name in finished:
+        (results / name / "result.json").write_text("{}")
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    calls = tmp_path / "calls.txt"
+    (fake / "python").write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\n')
+    (fake / "python").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", RESULTS=str(results))
+    proc = subprocess.run(["sh", str(QUEUE), slot], env=env, capture_output=True, text=True, timeout=60)
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return proc, [line.replace(str(results) + "/", "") for line in lines]
+
+
+def test_slot_a_resumes_skips_and_continues_in_order(tmp_path):
+    proc, calls = _run_queue(tmp_path, "A", finished=("resnet20-fp",), started=("resnet32-fp",))
+    assert proc.returncode == 0, proc.stderr
+    assert "resnet20-fp: finished" in proc.stdout
+    trains = [c for c in calls if c.startswith("-m tqref train")]
+    assert [c.split("--out ")[1].split()[0] for c in trains] == [
+        "resnet20-tex2", "resnet32-fp", "resnet44-fp", "resnet56-fp"]
+    tex2 = trains[0]
+    assert "--ternary --t-ex 2 --init-from" in tex2 and "resnet20-fp/last.npz" in tex2
+    assert "--lr 0.01 --epochs 40 --milestones 20 30 --gammas 0.1 0.1" in tex2
+    assert trains[1].endswith("--resume")            # resnet32-fp has a last.npz
+    assert not trains[2].endswith("--resume")
+    assert "--epochs 30 --milestones 12 18 24" in trains[3]
+    # the t_ex = 2 run is ternary: exported once trained
+    assert calls[calls.index(tex2) + 1] == ("-m tqref export resnet20-tex2/last.npz "
+                                            "resnet20-tex2/final.packed.npz --format packed")
+
+
+def test_slot_b_exports_a_finished_ternary_run_that_lacks_its_packed_file(tmp_path):
+    proc, calls = _run_queue(tmp_path, "B", finished=("resnet20-ternary",))
+    assert proc.returncode == 0, proc.stderr
+    assert calls[0] == ("-m tqref export resnet20-ternary/last.npz "
+                        "resnet20-ternary/final.packed.npz --format packed")
+    assert [c.split("--out ")[1].split()[0] for c in calls if "train" in c] == [
+        "resnet32-ternary", "resnet44-ternary", "resnet56-ternary"]
+
+
+def test_unknown_slot_is_refused(tmp_path):
+    proc, calls = _run_queue(tmp_path, "C")
+    assert proc.returncode == 2 and "usage" in proc.stderr and calls == []
