@@ -5,7 +5,10 @@ holds a last.npz is checked to be what its files say it is.
         checkpoint's epoch is a logged epoch, its accuracies (and for ternary
         runs the share of zero codes) are the ones logged for that epoch;
     (b) last.npz evaluated on the CIFAR-10 test set (tqref.train.evaluate, as
-        ``python -m tqref evaluate`` does) gives exactly the logged test top-1;
+        ``python -m tqref evaluate`` does) gives the logged test top-1 — exactly
+        on this machine; elsewhere (other BLAS kernels, or kernels changed
+        since the epoch was logged) only images whose two highest logits are
+        near-ties (< 2e-4 apart) may flip;
     (c) its PyTorch export (``export --format torch``) loaded into a plain
         PyTorch CIFAR ResNet (tests/torch_reference.py) gives the same top-1
         (skipped without torch);
@@ -130,18 +133,37 @@ def test_checkpoint_reproduces_its_logged_top1(last, cifar10_test):
     batch = last.ckpt.config.get("eval_batch_size", 256)  # as the run evaluated it
     got = evaluate(last.model, images, labels, batch)
     record = last.logged[last.ckpt.epoch]
-    assert (got["top1"], got["top5"]) == (record["test_top1"], record["test_top5"]), \
-        f"epoch {last.ckpt.epoch}: evaluated {got}, logged top-1 {record['test_top1']}, top-5 {record['test_top5']}"
-    assert got["loss"] == pytest.approx(record["test_loss"], rel=1e-5)
+    if (got["top1"], got["top5"]) != (record["test_top1"], record["test_top5"]):
+        # Not bit-identical logits (another CPU's BLAS kernels, or kernels changed
+        # since the epoch was logged): only near-ties may have flipped.
+        _assert_same_top1(_logits(last.model, images, batch), labels, record["test_top1"], "tqref")
+    assert got["loss"] == pytest.approx(record["test_loss"], rel=1e-4)
+
+
+def _logits(model, images, batch):
+    x = normalize(images)  # as tqref's batches normalise them
+    with no_grad():
+        return np.concatenate([model.forward(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def _assert_same_top1(logits, labels, logged_top1, who):
+    """Float32 sums in another order differ by ~1e-5 in the logits, which can
+    only flip an image whose two highest logits lie closer than twice that;
+    such near-ties are counted, and the number of correct images may differ
+    from the logged one by at most their number."""
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    near_ties = int(np.sum(top2[:, 1] - top2[:, 0] < 2e-4))
+    correct = int(np.sum(logits.argmax(axis=1) == labels))
+    correct_logged = round(logged_top1 * len(labels))
+    assert abs(correct - correct_logged) <= near_ties, \
+        f"{who}: {correct} correct, logged: {correct_logged} of {len(labels)} ({near_ties} near-ties)"
 
 
 # ---------------------------------------------------------------- (c) the same in PyTorch
 def test_torch_export_gives_the_same_top1(last, cifar10_test, tmp_path):
-    """The exported weights in a PyTorch ResNet of the same depth.  Float32
-    sums in another order differ by ~1e-5 in the logits, which can only flip
-    an image whose two highest logits lie closer than twice that; such
-    near-ties are counted, and the number of correct images may differ by at
-    most their number (in practice there is none, and the top-1 is equal)."""
+    """The exported weights in a PyTorch ResNet of the same depth give the
+    logged top-1, up to near-ties (``_assert_same_top1``; in practice there
+    is none, and the top-1 is equal)."""
     model_name = last.ckpt.config["model"]
     if not model_name.startswith("resnet"):
         pytest.skip(f"no PyTorch reference for the {model_name} model")
@@ -159,12 +181,7 @@ def test_torch_export_gives_the_same_top1(last, cifar10_test, tmp_path):
     with no_grad():
         np.testing.assert_allclose(logits[:256], last.model.forward(x[:256]), rtol=1e-4, atol=1e-4)
 
-    top2 = np.sort(logits, axis=1)[:, -2:]
-    near_ties = int(np.sum(top2[:, 1] - top2[:, 0] < 2e-4))
-    correct_torch = int(np.sum(logits.argmax(axis=1) == labels))
-    correct_logged = round(last.logged[last.ckpt.epoch]["test_top1"] * len(labels))
-    assert abs(correct_torch - correct_logged) <= near_ties, \
-        f"PyTorch: {correct_torch} correct, logged: {correct_logged} of {len(labels)} ({near_ties} near-ties)"
+    _assert_same_top1(logits, labels, last.logged[last.ckpt.epoch]["test_top1"], "PyTorch")
 
 
 # ---------------------------------------------------------------- (d) the packed file
@@ -181,4 +198,5 @@ def test_packed_export_gives_the_same_top1(run_dir, cifar10_test):
                                   f"(export it with 'python -m tqref export CKPT OUT --format packed')")
         images, labels = _test_images(cifar10_test, model.metadata.get("config") or {})
         got = evaluate(model, images, labels, 256)
-        assert got["top1"] == records[epoch]["test_top1"], f"{path.name}: {got}, logged {records[epoch]}"
+        if got["top1"] != records[epoch]["test_top1"]:  # the add-only engine sums in its own order
+            _assert_same_top1(_logits(model, images, 256), labels, records[epoch]["test_top1"], path.name)
