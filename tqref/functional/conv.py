@@ -172,7 +172,7 @@ def conv2d_backward_naive(dout, cache):
 
 
 # ----------------------------------------------------------------------------
-# Fast: channels-last, cache-sized im2col + BLAS (tqref.kernels.conv_nhwc)
+# Fast: channels-last, per-image columns + BLAS, or Winograd (tqref.kernels.conv_nhwc)
 # ----------------------------------------------------------------------------
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
@@ -180,13 +180,15 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 
         out[n, i, j, :] = Σ_{p,q,c} x_pad[n, i·s + p, j·s + q, c] · w[:, c, p, q]  (+ b)
 
-    computed channels-last: each thread gathers the patches of a few images
-    into a cache-sized column block and multiplies it by the weights
-    (``tqref.kernels.conv_nhwc``).  ``out`` has the NCHW shape but
-    channels-last memory (``tqref.kernels.layout``); x may have either.
+    computed channels-last: each thread gathers the patches of one image at
+    a time into a column block that stays in its cache and multiplies it by
+    the weights; 3×3 stride-1 layers with ≥ 16 channels use Winograd
+    F(2×2, 3×3) instead (``tqref.kernels.conv_nhwc``, ``winograd``).  ``out``
+    has the NCHW shape but channels-last memory (``tqref.kernels.layout``);
+    x may have either.
 
     cache = (x_nhwc, w, b is not None, stride, padding).  The column matrix
-    is never stored: the backward rebuilds each block as it needs it.
+    is never stored: the backward rebuilds each image's as it needs it.
     """
     stride, padding, H_out, W_out = _check_inputs(x, w, b, stride, padding)
     xh = to_nhwc(x)
@@ -199,7 +201,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 def conv2d_backward(dout, cache):
     """dout: (N, F, H_out, W_out) -> dx: (N, C, H, W), dw: (F, C, HH, WW), db: (F,) or None.
 
-        dw = Σ_blocks cols(x)ᵀ @ dout          (per-thread partial sums, added at the end)
+        dw = Σ_n cols(x[n])ᵀ @ dout[n]          (per-thread partial sums, added at the end)
         dx = conv(dout, flipped w) for stride 1, col2im(dout @ w_kᵀ) otherwise
         db = Σ_{n,i,j} dout
     """
