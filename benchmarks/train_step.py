@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py                      # ResNet-20, batch 128, float32
     python benchmarks/train_step.py --model resnet56 --profile
+    python benchmarks/train_step.py --threads 1 --repeats 9 --winograd 16 32 none
 
 Prints the median images/s over ``--repeats`` steps after ``--warmup`` steps
 (the first step includes Numba's compilation).  With ``--profile`` it also
@@ -24,6 +25,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="time each layer's forward and backward")
+    parser.add_argument("--winograd", nargs="+", metavar="MIN_CHANNELS", default=None,
+                        help="time steps with these settings of conv_nhwc.WINOGRAD_MIN_CHANNELS "
+                             "(numbers or 'none'), interleaved step by step")
     args = parser.parse_args()
 
     import numba
@@ -46,6 +50,8 @@ def main():
             model.backward(dlogits)
             opt.step()
 
+        if args.winograd:
+            return compare_winograd(step, args)
         t0 = time.perf_counter()
         step()
         first = time.perf_counter() - t0
@@ -62,6 +68,29 @@ def main():
               f"(first step {first:.1f} s incl. JIT)")
         if args.profile:
             profile(model, x, y, opt)
+
+
+def compare_winograd(step, args):
+    """Median step time for each Winograd threshold, the settings taking turns
+    step by step (so that a busy neighbour slows them alike)."""
+    from tqref.kernels import conv_nhwc
+
+    settings = {v: None if v.lower() == "none" else int(v) for v in args.winograd}
+    for value in settings.values():
+        conv_nhwc.WINOGRAD_MIN_CHANNELS = value
+        for _ in range(args.warmup):
+            step()
+    times = {k: [] for k in settings}
+    for _ in range(args.repeats):
+        for k, value in settings.items():
+            conv_nhwc.WINOGRAD_MIN_CHANNELS = value
+            t0 = time.perf_counter()
+            step()
+            times[k].append(time.perf_counter() - t0)
+    print(f"{args.model} training step, batch {args.batch_size}, {args.threads} threads, by WINOGRAD_MIN_CHANNELS:")
+    for k, t in times.items():
+        med = float(np.median(t))
+        print(f"  {k:>5s}: median {med * 1e3:.0f} ms = {args.batch_size / med:.0f} images/s")
 
 
 def profile(model, x, y, opt):

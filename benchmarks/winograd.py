@@ -38,9 +38,9 @@ import time
 
 import numpy as np
 
-SHAPES = [  # (N, C = F, H = W)
-    (128, 16, 32), (128, 32, 16), (128, 64, 8),
-    (256, 16, 32), (256, 32, 16), (256, 64, 8),
+SHAPES = [  # (N, C, F, H = W): the first layer (3 -> 16), then the three stages
+    (128, 3, 16, 32), (128, 16, 16, 32), (128, 32, 32, 16), (128, 64, 64, 8),
+    (256, 3, 16, 32), (256, 16, 16, 32), (256, 32, 32, 16), (256, 64, 64, 8),
 ]
 
 
@@ -80,15 +80,15 @@ def main(argv=None):
         print(f"\n{what}: {args.dtype}, threads {' and '.join(map(str, args.threads))}, padding 1, "
               f"median of {args.repeats} (interleaved, after warm-up); BLAS: {blas.BLAS}; "
               f"default Winograd block {wg.BLOCK_BYTES // 1024} KB")
-        header = f"{'N':>4} {'C=F':>4} {'HxW':>6} {'thr':>3} |" + "".join(
+        header = f"{'N':>4} {'C':>3}{'F':>3} {'HxW':>6} {'thr':>3} |" + "".join(
             f" {name:>16} ms  GF/s |" for name, _ in variants)
         print(header + "  direct/winograd  max rel diff")
-        for N, C, HW in SHAPES:
+        for N, C, F, HW in SHAPES:
             if N not in args.batches:
                 continue
             x = rng.standard_normal((N, HW, HW, C)).astype(dtype)
-            w = (rng.standard_normal((C, C, 3, 3)) / np.sqrt(9 * C)).astype(dtype)
-            dout = rng.standard_normal((N, HW, HW, C)).astype(dtype)
+            w = (rng.standard_normal((F, C, 3, 3)) / np.sqrt(9 * C)).astype(dtype)
+            dout = rng.standard_normal((N, HW, HW, F)).astype(dtype)
 
             def run(name, b):
                 if what == "forward":
@@ -114,13 +114,13 @@ def main(argv=None):
                     t0 = time.perf_counter()
                     run(name, b)
                     times[t, name].append(time.perf_counter() - t0)
-            flop = 2.0 * N * HW * HW * C * C * 9
+            flop = 2.0 * N * HW * HW * C * F * 9
             for t in args.threads:
                 med = {name: float(np.median(times[t, name])) for name, _ in variants}
                 cells = "".join(f" {1e3 * med[name]:16.2f}    {flop / med[name] / 1e9:4.0f} |"
                                 for name, _ in variants)
                 ratios = " ".join(f"{med['direct'] / med[name]:.2f}" for name, _ in variants[1:])
-                print(f"{N:>4} {C:>4} {HW:>3}x{HW:<2} {t:>3} |{cells}  {ratios:>15}  {diff:.1e}")
+                print(f"{N:>4} {C:>3}{F:>3} {HW:>3}x{HW:<2} {t:>3} |{cells}  {ratios:>15}  {diff:.1e}")
         use_threads(max(args.threads))
 
 

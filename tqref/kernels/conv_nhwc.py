@@ -60,13 +60,14 @@ from tqref.kernels.winograd import conv3x3_winograd_nhwc, conv3x3_winograd_weigh
 # go to Winograd F(2×2, 3×3) (winograd.py) — forward, input gradient and weight
 # gradient: 2.25× fewer multiplications, but transforms that move 4× the data
 # through the cache.  Measured on the 2-core development machine
-# (benchmarks/winograd.py, batch 128), against the row-column kernels here:
-# forward 1.26–1.61× faster at 32 and 64 channels, 0.96–1.09× (2 threads) and
-# 1.09–1.18× (1 thread) at 16; weight gradient 1.17–1.81× at 16–64; slower for
-# the 3-channel first layer (0.7–0.8×), which this threshold keeps out.  A whole
-# ResNet-20 training step, interleaved: threshold 16 → 373 images/s on one
-# thread against 352 with 32 and 298 without Winograd; on two threads 16 and 32
-# were within the noise (543–614 vs 530–570; 535 without).  The float32 error
+# (python benchmarks/winograd.py --what forward weight-grad --threads 2 1
+# --batches 128), against the row-column kernels here, over several runs:
+# forward 1.15–1.61× faster at 32 and 64 channels and about even at 16
+# (0.96–1.18×); weight gradient 1.17–1.81× at 16–64; both slower for
+# the 3-channel first layer (0.72–0.83×), which this threshold keeps out.  A whole
+# ResNet-20 training step (benchmarks/train_step.py --repeats 9 --winograd 16
+# 32 none, settings interleaved): 348 / 326 / 289 images/s on one thread, 553 /
+# 539 / 477 on two, for thresholds 16 / 32 / no Winograd.  The float32 error
 # is a little larger than the direct kernels' (≤ 1e-6 of the output's scale;
 # tests/test_winograd.py).  None switches Winograd off.
 WINOGRAD_MIN_CHANNELS = 16
