@@ -225,7 +225,11 @@ def _bn_inputs(shape, dtype, seed=0):
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 2e-5)], ids=["f64", "f32"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
-@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (64, 8, 8, 8)])  # the second crosses the threading threshold
+# (64, 8, 8, 8) crosses the threading threshold; the rows are folded (see
+# tqref.functional.batchnorm.FOLD_WIDTH) k = 8, 4, 2 pixels at a time for
+# (64, 8, 8, 8), (5, 16, 4, 4), (4, 32, 6, 6), and not at all (M not a
+# multiple of k) for (3, 4, 5, 6) and (3, 16, 3, 3)
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (64, 8, 8, 8), (5, 16, 4, 4), (4, 32, 6, 6), (3, 16, 3, 3)])
 def test_batchnorm_relu_fast_equals_naive(dtype, rtol, training, with_residual, shape):
     x, (g, b, rm, rv), res, dout = _bn_inputs(shape, dtype)
     res = res if with_residual else None

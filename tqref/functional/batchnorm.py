@@ -189,6 +189,23 @@ class FastCache(dict):
         return self["xhat"]
 
 
+# Rows of C = 16 numbers make the kernels' inner loop over C one short loop per
+# pixel, which costs more than the arithmetic.  The (M, C) matrix is therefore
+# handed to them as (M/k, k·C) — the same memory, k pixels per row — with the
+# per-channel vectors tiled k times, so that column j is channel j mod C and
+# the inner loop runs over ≥ FOLD_WIDTH numbers.  Measured (python
+# benchmarks/batchnorm.py, batch 128, one thread, with a residual): at 16
+# channels forward 1.9–2.6 → 1.4–2.0 ms and backward 2.7–3.9 → 2.1–3.0 ms, at
+# 32 channels 5–18 % faster, at 64 channels (already 64 wide) the same.
+FOLD_WIDTH = 64
+
+
+def _fold(M, C):
+    """Pixels per folded row: k = FOLD_WIDTH // C when it divides M, else 1."""
+    k = max(1, FOLD_WIDTH // C)
+    return k if M % k == 0 else 1
+
+
 def _rows(a_nchw):
     """(N, C, H, W) -> its (N·H·W, C) channels-last matrix (a view when possible)."""
     return to_nhwc(a_nchw).reshape(-1, a_nchw.shape[1])
@@ -200,18 +217,19 @@ def _fast_forward(x, gamma, beta, running_mean, running_var, training, momentum,
     N, C, H, W = x.shape
     dtype = x.dtype
     xh = to_nhwc(x)
-    x2 = xh.reshape(-1, C)
-    M = x2.shape[0]
+    M = N * H * W
+    k = _fold(M, C)
+    x2 = xh.reshape(M // k, k * C)  # folded: see FOLD_WIDTH
     if training:
         parts = {}
 
         def stats(t, r0, r1):
-            mean, m2 = np.empty(C), np.empty(C)
+            mean, m2 = np.empty(k * C), np.empty(k * C)
             kbn.partial_stats(x2, r0, r1, mean, m2)
             parts[t] = (r1 - r0, mean, m2)
 
-        parallel_for(stats, M, _PARALLEL_MIN_ROWS)
-        # Chan's merge of the per-thread (count, mean, M2)
+        parallel_for(stats, M // k, _PARALLEL_MIN_ROWS // k)
+        # Chan's merge of the per-thread (count, mean, M2), per column
         n, mean, m2 = parts[0]
         for t in range(1, len(parts)):
             nb, mb, m2b = parts[t]
@@ -220,6 +238,10 @@ def _fast_forward(x, gamma, beta, running_mean, running_var, training, momentum,
             mean = mean + delta * (nb / total)
             m2 = m2 + m2b + delta * delta * (n * nb / total)
             n = total
+        # and of the k columns of each channel, n = M/k values each
+        col_means, col_m2 = mean.reshape(k, C), m2.reshape(k, C)
+        mean = col_means.mean(axis=0)
+        m2 = col_m2.sum(axis=0) + n * ((col_means - mean) ** 2).sum(axis=0)
         var = m2 / M
         running_mean *= 1.0 - momentum
         running_mean += (momentum * mean).astype(dtype)
@@ -232,13 +254,15 @@ def _fast_forward(x, gamma, beta, running_mean, running_var, training, momentum,
     mean_d, inv_std = mean.astype(dtype), inv_std64.astype(dtype)
     scale = (gamma.astype(np.float64) * inv_std64).astype(dtype)
     y = np.empty((N, H, W, C), dtype=dtype)
-    y2 = y.reshape(-1, C)
-    res2 = _rows(residual) if residual is not None else x2
+    y2 = y.reshape(M // k, k * C)
+    res2 = _rows(residual).reshape(M // k, k * C) if residual is not None else x2
+
+    mean_t, scale_t, beta_t = np.tile(mean_d, k), np.tile(scale, k), np.tile(beta, k)
 
     def normalise(t, r0, r1):
-        kbn.apply(x2, res2, y2, r0, r1, mean_d, scale, beta, residual is not None, relu)
+        kbn.apply(x2, res2, y2, r0, r1, mean_t, scale_t, beta_t, residual is not None, relu)
 
-    parallel_for(normalise, M, _PARALLEL_MIN_ROWS)
+    parallel_for(normalise, M // k, _PARALLEL_MIN_ROWS // k)
     cache = FastCache(inv_std=inv_std, gamma=gamma, training=bool(training),
                       x_nhwc=xh, mean=mean_d, relu=relu, out_nhwc=y if relu else None)
     return to_nchw(y), cache
@@ -248,41 +272,45 @@ def _fast_backward(dout, cache):
     gamma, training = cache["gamma"], cache["training"]
     N, C, H, W = dout.shape
     dtype = dout.dtype
+    M = N * H * W
+    k = _fold(M, C)
+    L = k * C  # folded rows: see FOLD_WIDTH
     if "x_nhwc" in cache:
-        x2 = cache["x_nhwc"].reshape(-1, C)
+        x2 = cache["x_nhwc"].reshape(M // k, L)
         mean, s = cache["mean"], cache["inv_std"]
     else:  # a cache of the naive version: x̂ itself, with mean 0 and scale 1
-        x2 = _rows(cache["xhat"])
+        x2 = _rows(cache["xhat"]).reshape(M // k, L)
         mean, s = np.zeros(C, dtype), np.ones(C, dtype)
     relu = bool(cache.get("relu", False))
-    d2 = _rows(dout)
-    y2 = cache["out_nhwc"].reshape(-1, C) if relu else d2
-    M = d2.shape[0]
+    d2 = _rows(dout).reshape(M // k, L)
+    y2 = cache["out_nhwc"].reshape(M // k, L) if relu else d2
+    mean_t, s_t = np.tile(mean, k), np.tile(s, k)
     parts = {}
 
     def sums(t, r0, r1):
-        s_dy, s_dyx = np.empty(C), np.empty(C)
-        kbn.backward_sums(d2, x2, y2, r0, r1, mean, s, relu, s_dy, s_dyx)
+        s_dy, s_dyx = np.empty(L), np.empty(L)
+        kbn.backward_sums(d2, x2, y2, r0, r1, mean_t, s_t, relu, s_dy, s_dyx)
         parts[t] = (s_dy, s_dyx)
 
-    parallel_for(sums, M, _PARALLEL_MIN_ROWS)
-    s_dy = sum(p[0] for p in parts.values())
-    s_dyx = sum(p[1] for p in parts.values())  # Σ dy·x̂ (x̂ from x, mean and s)
+    parallel_for(sums, M // k, _PARALLEL_MIN_ROWS // k)
+    # per thread, then the k columns of each channel
+    s_dy = sum(p[0] for p in parts.values()).reshape(k, C).sum(axis=0)
+    s_dyx = sum(p[1] for p in parts.values()).reshape(k, C).sum(axis=0)  # Σ dy·x̂ (x̂ from x, mean and s)
     a = gamma.astype(np.float64) * cache["inv_std"].astype(np.float64)
     if training:
         b, e = a * s_dy / M, a * s_dyx / M * s.astype(np.float64)
     else:
         b, e = np.zeros(C), np.zeros(C)
-    a, b, e = a.astype(dtype), b.astype(dtype), e.astype(dtype)
+    a, b, e = (np.tile(v.astype(dtype), k) for v in (a, b, e))
     dx = np.empty((N, H, W, C), dtype=dtype)
-    dx2 = dx.reshape(-1, C)
+    dx2 = dx.reshape(M // k, L)
     dsum = np.empty((N, H, W, C), dtype=dtype) if relu else dx
-    dsum2 = dsum.reshape(-1, C)
+    dsum2 = dsum.reshape(M // k, L)
 
     def input_gradient(t, r0, r1):
-        kbn.backward_dx(d2, x2, y2, dx2, dsum2, r0, r1, mean, a, b, e, relu, relu)
+        kbn.backward_dx(d2, x2, y2, dx2, dsum2, r0, r1, mean_t, a, b, e, relu, relu)
 
-    parallel_for(input_gradient, M, _PARALLEL_MIN_ROWS)
+    parallel_for(input_gradient, M // k, _PARALLEL_MIN_ROWS // k)
     grads = (to_nchw(dx), s_dyx.astype(dtype), s_dy.astype(dtype))
     return grads + ((to_nchw(dsum),) if relu else ())
 

@@ -6,7 +6,9 @@ column means and variances.  Each kernel below works on rows [r0, r1) of
 that matrix, so ``tqref.kernels.parallel.parallel_for`` can hand each core
 its own rows; the per-channel sums of each core go into private arrays that
 the caller adds up (no two threads write one element).  The loop over C is
-innermost and contiguous: it vectorises.
+innermost and contiguous: it vectorises.  (The caller may hand in k pixels
+per row, (M/k, k·C), with the per-channel vectors tiled k times, so that
+this loop is long enough to pay: ``tqref.functional.batchnorm.FOLD_WIDTH``.)
 
 Fusion.  In a residual block the forward pass is
 
