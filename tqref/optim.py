@@ -104,8 +104,9 @@ class SGD:
         p ← p − η·s          (η·factor for a parameter in ``lr_multipliers``)
 
     All arithmetic runs in the parameter's dtype (float32 stays float32).
-    ``grad`` is never modified; d and η·s live in two scratch buffers shared
-    by all parameters of a dtype, so a step allocates nothing after the first.
+    ``grad`` is never modified; each parameter is updated in one pass by the
+    Numba kernel ``tqref.kernels.sgd.sgd_update`` (its NumPy twin:
+    ``sgd_update_naive``), so a step allocates nothing after the first.
     """
 
     def __init__(self, params, lr=0.1, momentum=0.9, nesterov=False,
@@ -235,12 +236,11 @@ class SGD:
         wd = t(0.0 if name in self.no_weight_decay else self.weight_decay)
         v = self._buffers[name]
         first = v is None
-        if first:
-            v = np.empty_like(p) if self.momentum != 0.0 else p  # p: a placeholder, never touched
-            if self.momentum != 0.0:
-                self._buffers[name] = v
-        sgd_update(p, g, v, lr, t(self.momentum), t(1.0 - self.dampening), wd, self.nesterov, first)
-
+        if first and self.momentum != 0.0:
+            v = self._buffers[name] = np.empty_like(p)  # filled with d by the first step
+        # without momentum the kernel never touches v: p stands in for it
+        sgd_update(p, g, p if v is None else v, lr, t(self.momentum), t(1.0 - self.dampening), wd,
+                   self.nesterov, first)
 
     # ------------------------------------------------------------ state dict
     def _config(self):

@@ -509,6 +509,15 @@ def _winograd_images(x, n0, n1, U, pad, nb, X, R, V, M, S, O, out):
                 _store_row(O, out, b0 + nl, ty)
 
 
+def _input_scratch(t, b, th, tw, C, dt):
+    """Thread t's work arrays for the input transform of b images (``_input_transform``):
+    X (b, 2·th + 2, 2, tw + 1, C) split columns, R (4, 2, (tw + 1)·C), V (16, b·th·tw, C)."""
+    X = scratch(t, "winograd_X", b * (2 * th + 2) * 2 * (tw + 1) * C, dt).reshape(b, 2 * th + 2, 2, tw + 1, C)
+    R = scratch(t, "winograd_R", 8 * (tw + 1) * C, dt).reshape(4, 2, (tw + 1) * C)
+    V = scratch(t, "winograd_V", 16 * b * th * tw * C, dt).reshape(16, b * th * tw, C)
+    return X, R, V
+
+
 def _block_images(th, tw, C, F, itemsize, block_bytes):
     """Images per block so that V and M, 16·nb·th·tw·(C + F) numbers, fit block_bytes (≥ 1)."""
     return max(1, block_bytes // (16 * th * tw * (C + F) * itemsize))
@@ -535,10 +544,8 @@ def conv3x3_winograd_nhwc(x, w, padding, block_bytes=None):
 
     def work(t, n0, n1):
         b = min(nb, n1 - n0)
-        X = scratch(t, "winograd_X", b * (2 * th + 2) * 2 * (tw + 1) * C, dt).reshape(b, 2 * th + 2, 2, tw + 1, C)
-        V = scratch(t, "winograd_V", 16 * b * th * tw * C, dt).reshape(16, b * th * tw, C)
+        X, R, V = _input_scratch(t, b, th, tw, C, dt)
         M = scratch(t, "winograd_M", 16 * b * th * tw * F, dt).reshape(16, b * th * tw, F)
-        R = scratch(t, "winograd_R", 8 * (tw + 1) * C, dt).reshape(4, 2, (tw + 1) * C)
         S = scratch(t, "winograd_S", 8 * tw * F, dt).reshape(2, 4, tw * F)
         O = scratch(t, "winograd_O", 4 * tw * F, dt).reshape(2, 2, tw, F)
         _winograd_images(x, n0, n1, U, padding, b, X, R, V, M, S, O, out)
@@ -667,9 +674,7 @@ def conv3x3_winograd_weight_grad_nhwc(x, dout, padding, block_bytes=None):
 
     def work(t, n0, n1):
         b = min(nb, n1 - n0)
-        X = scratch(t, "winograd_X", b * (2 * th + 2) * 2 * (tw + 1) * C, dt).reshape(b, 2 * th + 2, 2, tw + 1, C)
-        V = scratch(t, "winograd_V", 16 * b * th * tw * C, dt).reshape(16, b * th * tw, C)
-        R = scratch(t, "winograd_R", 8 * (tw + 1) * C, dt).reshape(4, 2, (tw + 1) * C)
+        X, R, V = _input_scratch(t, b, th, tw, C, dt)
         D = scratch(t, "winograd_D", b * 2 * th * 2 * tw * F, dt).reshape(b, 2 * th, 2, tw, F)
         S = scratch(t, "winograd_S", 8 * tw * F, dt).reshape(4, 2, tw * F)
         Z = scratch(t, "winograd_Z", 16 * b * th * tw * F, dt).reshape(16, b * th * tw, F)
