@@ -3,12 +3,13 @@
 # that share the machine's two cores, one thread each:
 #
 #   sh results/queue.sh A &      # resnet20-fp, resnet20-tex2, resnet{32,44,56}-fp
-#   sh results/queue.sh B &      # resnet20-ternary, resnet{32,44,56}-ternary
+#   sh results/queue.sh B &      # resnet20-ternary, resnet20-ternary-ft, resnet{32,44,56}-ternary
 #
 # Each run starts if its folder has no last.npz, resumes (--resume) if it has
 # one, and is skipped once it has finished (result.json).  A finished ternary
 # run is also exported as final.packed.npz (python -m tqref export --format packed).  A session that ends
 # mid-epoch loses only that epoch: start the same two queues in the next one.
+# A run fine-tuned from another slot's run waits until that run has finished.
 #
 # Python runs the tqref next to this script (so a queue can run from a git
 # worktree of a fixed commit while the repository is being edited); the run
@@ -23,6 +24,14 @@ export TQREF_DATA=${TQREF_DATA:-$(cd .. && pwd)/shared/data/cifar10}
 # The paper's recipe compressed from 200 to 30 epochs (milestones at 0.4, 0.6
 # and 0.8 of training), shared by the full-precision and ternary ResNet-32/44/56.
 SHORT="--epochs 30 --milestones 12 18 24"
+# Fine-tuning from the final full-precision ResNet-20 (--init-from), the same
+# for t_ex = 1 and 2.
+FINETUNE="--lr 0.01 --epochs 40 --milestones 20 30 --gammas 0.1 0.1"
+
+wait_for() {
+    [ -f "$RESULTS/$1/result.json" ] || echo "waiting for $1 to finish"
+    until [ -f "$RESULTS/$1/result.json" ]; do sleep "${QUEUE_POLL_SECONDS:-120}"; done
+}
 
 run() {
     name=$1; shift
@@ -44,12 +53,13 @@ run() {
 case "$1" in
     A)
         run resnet20-fp --model resnet20 --epochs 200
-        run resnet20-tex2 --model resnet20 --ternary --t-ex 2 --init-from "$RESULTS/resnet20-fp/last.npz" \
-            --lr 0.01 --epochs 40 --milestones 20 30 --gammas 0.1 0.1
+        run resnet20-tex2 --model resnet20 --ternary --t-ex 2 --init-from "$RESULTS/resnet20-fp/last.npz" $FINETUNE
         for depth in 32 44 56; do run resnet$depth-fp --model resnet$depth $SHORT; done
         ;;
     B)
         run resnet20-ternary --model resnet20 --ternary --epochs 200
+        wait_for resnet20-fp    # slot A's; finishes about when resnet20-ternary does
+        run resnet20-ternary-ft --model resnet20 --ternary --init-from "$RESULTS/resnet20-fp/last.npz" $FINETUNE
         for depth in 32 44 56; do run resnet$depth-ternary --model resnet$depth --ternary $SHORT; done
         ;;
     *)

@@ -37,6 +37,7 @@ def runs(tmp_path_factory):
         c         resnet20 ternary t_ex=2, 1/1 epoch, finished
         resnet20-fp   a resnet32 full-precision run, 1/1 epoch, finished
         small     the small net (fits no cell of the paper's table)
+        d         resnet20 ternary t_ex=1 fine-tuned from a's last.npz, 1/1 epoch, finished
     """
     pytest.importorskip("tqref.ternary")
     root = tmp_path_factory.mktemp("runs")
@@ -58,6 +59,7 @@ def runs(tmp_path_factory):
             "c": run("c", model="resnet20", ternary=True, t_ex=2, epochs=1),
             "resnet20-fp": run("resnet20-fp", model="resnet32", epochs=1),
             "small": run("small", model="small", epochs=1),
+            "d": run("d", model="resnet20", ternary=True, epochs=1, init_from=str(root / "a" / "last.npz")),
             "data": data}
 
 
@@ -257,6 +259,19 @@ def test_variants_do_not_fill_the_papers_cells(runs, tmp_path):
     assert rows[0]["ternary"] is None and left_out == [got]
 
 
+def test_a_fine_tuned_run_says_so_and_leaves_the_from_scratch_cells_alone(runs, capsys):
+    got = read_run(runs["d"])
+    assert got["init_from"] == str(runs["a"] / "last.npz") and read_run(runs["b"])["init_from"] is None
+    assert got["schedule"] == "fine-tuned from a/last.npz; lr 0.05"  # milestones beyond epoch 1 are not shown
+    rows, left_out = paper_table([read_run(runs[n]) for n in ("a", "b", "d")])
+    assert rows[0]["ternary"]["run"] == str(runs["b"]) and [r["run"] for r in left_out] == [str(runs["d"])]
+    # alone it still does not take the from-scratch ternary cell; the t_ex = 2 cell takes a fine-tuned run
+    rows, left_out = paper_table([got, {**read_run(runs["c"]), "init_from": "fp/last.npz"}])
+    assert rows[0]["ternary"] is None and rows[0]["ternary_tex2"]["run"] == str(runs["c"]) and left_out == [got]
+    out = _compare(capsys, runs["d"], "--paper-table", "--markdown")  # markdown: notes on one line
+    assert f"{runs['d']} (resnet20, ternary t_ex=1, fine-tuned)" in out
+
+
 # ---------------------------------------------------------------- bad input
 def _error(capsys, argv, status=2):
     assert main(argv) == status
@@ -275,7 +290,7 @@ def test_not_a_run_folder(runs, tmp_path, capsys):
     assert f"{runs['a'] / 'log.jsonl'} is a file" in line
     # the folder that holds the runs: say so
     line = _error(capsys, ["compare", str(runs["a"].parent)])
-    assert "it holds run folders (a, b, c, resnet20-fp, small): pass those" in line
+    assert "it holds run folders (a, b, c, d, resnet20-fp, small): pass those" in line
     assert capsys.readouterr().out == ""  # nothing printed before the error
 
 

@@ -1,12 +1,14 @@
 """results/queue.sh, the script that starts and resumes the background runs
 of results/, with a stand-in ``python`` that only records its arguments: the
 order of the runs, --resume when a last.npz exists, skipping a finished run
-(result.json), and the packed export of finished ternary runs."""
+(result.json), waiting for the run a fine-tune starts from, and the packed
+export of finished ternary runs."""
 
 import os
 import pathlib
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -16,7 +18,8 @@ QUEUE = REPO_ROOT / "results" / "queue.sh"
 pytestmark = pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX sh")
 
 
-def _run_queue(tmp_path, slot, finished=(), started=()):
+def _queue(tmp_path, slot, finished=(), started=()):
+    """Start the queue of ``slot`` with a stand-in python; returns (process, results folder, calls file)."""
     results = tmp_path / "results"
     for name in finished + started:
         (results / name).mkdir(parents=True, exist_ok=True)
@@ -28,10 +31,22 @@ def _run_queue(tmp_path, slot, finished=(), started=()):
     calls = tmp_path / "calls.txt"
     (fake / "python").write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\n')
     (fake / "python").chmod(0o755)
-    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", RESULTS=str(results))
-    proc = subprocess.run(["sh", str(QUEUE), slot], env=env, capture_output=True, text=True, timeout=60)
+    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", RESULTS=str(results),
+               QUEUE_POLL_SECONDS="0.1")
+    proc = subprocess.Popen(["sh", str(QUEUE), slot], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    return proc, results, calls
+
+
+def _calls(results, calls):
     lines = calls.read_text().splitlines() if calls.exists() else []
-    return proc, [line.replace(str(results) + "/", "") for line in lines]
+    return [line.replace(str(results) + "/", "") for line in lines]
+
+
+def _run_queue(tmp_path, slot, finished=(), started=()):
+    proc, results, calls = _queue(tmp_path, slot, finished, started)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), _calls(results, calls)
 
 
 def test_slot_a_resumes_skips_and_continues_in_order(tmp_path):
@@ -53,12 +68,33 @@ def test_slot_a_resumes_skips_and_continues_in_order(tmp_path):
 
 
 def test_slot_b_exports_a_finished_ternary_run_that_lacks_its_packed_file(tmp_path):
-    proc, calls = _run_queue(tmp_path, "B", finished=("resnet20-ternary",))
+    proc, calls = _run_queue(tmp_path, "B", finished=("resnet20-ternary", "resnet20-fp"))
     assert proc.returncode == 0, proc.stderr
     assert calls[0] == ("-m tqref export resnet20-ternary/last.npz "
                         "resnet20-ternary/final.packed.npz --format packed")
-    assert [c.split("--out ")[1].split()[0] for c in calls if "train" in c] == [
-        "resnet32-ternary", "resnet44-ternary", "resnet56-ternary"]
+    trains = [c for c in calls if "train" in c]
+    assert [c.split("--out ")[1].split()[0] for c in trains] == [
+        "resnet20-ternary-ft", "resnet32-ternary", "resnet44-ternary", "resnet56-ternary"]
+    # the t_ex = 1 fine-tune: the t_ex = 2 run's start and schedule (slot A's test checks those)
+    assert "--model resnet20 --ternary --init-from resnet20-fp/last.npz --lr 0.01 --epochs 40 " \
+           "--milestones 20 30 --gammas 0.1 0.1 --seed 0" in trains[0]
+
+
+def test_slot_b_fine_tunes_only_after_slot_a_has_finished_the_full_precision_run(tmp_path):
+    proc, results, calls = _queue(tmp_path, "B", finished=("resnet20-ternary",), started=("resnet20-fp",))
+    try:
+        assert proc.stdout.readline().strip() == "resnet20-ternary: finished"
+        assert proc.stdout.readline().strip() == "waiting for resnet20-fp to finish"
+        time.sleep(0.5)  # a few polls: still nothing trained
+        assert proc.poll() is None
+        assert not any("train" in c for c in _calls(results, calls))
+        (results / "resnet20-fp" / "result.json").write_text("{}")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    trains = [c for c in _calls(results, calls) if "train" in c]
+    assert trains[0].split("--out ")[1].split()[0] == "resnet20-ternary-ft" and len(trains) == 4
 
 
 def test_unknown_slot_is_refused(tmp_path):

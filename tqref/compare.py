@@ -42,7 +42,11 @@ the final epoch comes first and the best follows in parentheses.
 one row per ResNet depth with the paper's full-precision and ternary top-1
 and tqref's full-precision, ternary (t_ex = 1) and t_ex = 2 runs.  A run is
 placed by its config (model, ternary, t_ex; the paper's quantizer only: variant
-"paper", no layer kept in full precision), never by its folder name.
+"paper", no layer kept in full precision), never by its folder name.  The
+full-precision and t_ex = 1 cells take only runs trained from scratch, as the
+paper's were; a t_ex = 1 run fine-tuned from a checkpoint is listed under the
+table instead.  The t_ex = 2 cell (the paper has no CIFAR-10 number for it)
+takes either.
 """
 
 import json
@@ -78,7 +82,9 @@ def read_run(run_dir):
         run             the folder (as given, without a trailing "/")
         model, ternary, t_ex, variant, keep_first, keep_last   from config.json
         quantization    "full precision", "ternary t_ex=1", "ternary t_ex=1, twn", ...
-        schedule        the learning-rate schedule in words (TrainConfig.describe_schedule)
+        init_from       the checkpoint a fine-tuned run started from (config.json), else None
+        schedule        the learning-rate schedule in words (TrainConfig.describe_schedule),
+                        after "fine-tuned from FOLDER/FILE; " for a fine-tuned run
         epochs_done, epochs_planned, finished (bool), status ("finished" or
                         "in progress (epoch k/N)")
         final_top1      test top-1 of the last logged epoch (a fraction, as in the log)
@@ -128,7 +134,7 @@ def read_run(run_dir):
 
     run = {"run": str(folder), "model": c.model, "ternary": bool(c.ternary), "t_ex": int(c.t_ex),
            "variant": c.variant, "keep_first": bool(c.keep_first), "keep_last": bool(c.keep_last),
-           "quantization": _quantization(c), "schedule": c.describe_schedule()}
+           "quantization": _quantization(c), "init_from": c.init_from, "schedule": _schedule(c)}
 
     done, planned = (records[-1]["epoch"] if records else 0), int(c.epochs)
     finished = (folder / "result.json").is_file() and done >= planned
@@ -158,6 +164,14 @@ def _quantization(c):
     return ", ".join([f"ternary t_ex={c.t_ex}"] + extras)
 
 
+def _schedule(c):
+    """The schedule in words, saying first where a fine-tuned run started."""
+    if c.init_from is None:
+        return c.describe_schedule()
+    start = Path(c.init_from)
+    return f"fine-tuned from {start.parent.name}/{start.name}; {c.describe_schedule()}"
+
+
 def _compression(checkpoint):
     """Whole-model compression of the model in ``checkpoint`` (None when the
     run has written no checkpoint yet).  It depends on the layer shapes and
@@ -179,8 +193,9 @@ def paper_table(runs):
         rows      one dict per model of ``PAPER_TOP1``, in depth order:
                   {"model", "paper_top1_percent": {"fp", "ternary"},
                    "fp", "ternary", "ternary_tex2": the run dict or None}
-        left_out  the runs that fit no cell (another model, t_ex, variant, or a
-                  layer kept in full precision)
+        left_out  the runs that fit no cell (another model, t_ex, variant, a
+                  layer kept in full precision, or a t_ex = 1 or full-precision
+                  run fine-tuned from a checkpoint: the paper's started from scratch)
 
     Raises ValueError when two runs fit the same cell (say which one to show
     by passing only it)."""
@@ -190,7 +205,8 @@ def paper_table(runs):
     left_out = []
     for run in runs:
         key = PAPER_TABLE_CELLS.get((run["ternary"], run["t_ex"]))
-        the_papers_method = run["variant"] == "paper" and not (run["keep_first"] or run["keep_last"])
+        the_papers_method = (run["variant"] == "paper" and not (run["keep_first"] or run["keep_last"])
+                             and (run["init_from"] is None or key == "ternary_tex2"))
         if run["model"] not in rows or key is None or not the_papers_method:
             left_out.append(run)
             continue
@@ -288,8 +304,10 @@ def format_paper_table(rows, style="text", left_out=()):
              "Compression: whole model, fp32 size / ternary size; sparsity: share of zero ternary codes "
              "at the last logged epoch (ternary t_ex=1 run, then the t_ex=2 run)."]
     if left_out:
-        notes.append("Not in the table (another model, t_ex, variant or full-precision layers): "
-                     + "; ".join(f"{r['run']} ({r['model']}, {r['quantization']})" for r in left_out) + ".")
+        notes.append("Not in the table (another model, t_ex, variant, full-precision layers, or fine-tuned "
+                     "where the paper trained from scratch): "
+                     + "; ".join(f"{r['run']} ({r['model']}, {r['quantization']}"
+                                 + (", fine-tuned" if r["init_from"] else "") + ")" for r in left_out) + ".")
     return text + "\n\n" + "\n\n".join(_paragraph(note, style) for note in notes)
 
 
