@@ -1,6 +1,7 @@
 """Deployment: code packing, BN folding, the packed file, the add-only engine, bad input."""
 
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -158,6 +159,26 @@ def test_packed_file_round_trip_is_exact(model, tmp_path):
     with np.load(path) as z1, np.load(again) as z2:
         for key in P.KEYS:
             np.testing.assert_array_equal(z1[key], z2[key], err_msg=key)
+
+
+def test_a_packed_file_is_written_atomically_with_the_usual_mode(model, tmp_path, monkeypatch):
+    """Through tqref.io.atomic_write: the mode a plain open() gives (not
+    mkstemp's 0600), and a failed export leaves the old file and no temporary one."""
+    path = tmp_path / "final.packed.npz"
+    size = export_packed(model, path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask and size == path.stat().st_size
+    before = path.read_bytes()
+
+    def disk_full(f, **arrays):
+        f.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        export_packed(model, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 @pytest.mark.parametrize("packing", ["2bit", "base3"])

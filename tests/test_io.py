@@ -48,7 +48,7 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        tio._atomic_write(path, broken)
+        tio.atomic_write(path, broken)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.npz"]  # no temporary file left behind
 

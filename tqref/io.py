@@ -67,7 +67,7 @@ def _umask():
     return mask
 
 
-def _atomic_write(path, write):
+def atomic_write(path, write):
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it and
     rename it to ``path``.  On any failure the temporary file is removed and
     ``path`` is left as it was."""
@@ -90,17 +90,17 @@ def _atomic_write(path, write):
 
 def atomic_savez(path, arrays):
     """``np.savez(path, **arrays)``, atomically.  Returns the Path."""
-    return _atomic_write(path, lambda f: np.savez(f, **arrays))
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def atomic_write_bytes(path, data):
     """Write ``data`` (bytes) to ``path`` atomically.  Returns the Path."""
-    return _atomic_write(path, lambda f: f.write(data))
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path, text):
     """Write ``text`` (UTF-8) to ``path`` atomically.  Returns the Path."""
-    return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def check_writable_dir(folder, who="output folder"):

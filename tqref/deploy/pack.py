@@ -51,8 +51,6 @@ the CIFAR ResNet of the stated depth.
 """
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -60,6 +58,7 @@ import numpy as np
 
 from tqref.deploy.engine import PackedModel, check_layers, _layer_entry
 from tqref.deploy.fold import FoldedLayer
+from tqref.io import atomic_write
 
 MAGIC = b"TQREF-PACKED-TERNARY"
 FORMAT_VERSION = 1
@@ -266,17 +265,8 @@ def export_packed(model, path, packing="2bit", metadata=None, compress=False):
     Returns the number of bytes written.
     """
     arrays = packed_arrays(model, packing, metadata)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path.stat().st_size
+    save = np.savez_compressed if compress else np.savez
+    return atomic_write(path, lambda f: save(f, **arrays)).stat().st_size
 
 
 # ---------------------------------------------------------------- reader
