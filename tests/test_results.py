@@ -13,7 +13,10 @@ holds a last.npz is checked to be what its files say it is.
         PyTorch CIFAR ResNet (tests/torch_reference.py) gives the same top-1
         (skipped without torch);
     (d) every packed export (``*.packed.npz``) in the folder evaluates to the
-        top-1 logged for its epoch (skipped when there is none).
+        top-1 logged for its epoch (skipped when there is none);
+    (e) results/README.md shows what ``python -m tqref compare`` prints for
+        the runs at the epochs it says they had reached (results/refresh.py
+        writes that part of the README).
 
 The runs may still be training: the trainer replaces last.npz (atomically)
 after every epoch.  So last.npz is copied once, and everything is compared
@@ -30,6 +33,7 @@ for the whole file with two runs; a ResNet-56 run takes about 3x as long.
 """
 
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -200,3 +204,40 @@ def test_packed_export_gives_the_same_top1(run_dir, cifar10_test):
         got = evaluate(model, images, labels, 256)
         if got["top1"] != records[epoch]["test_top1"]:  # the add-only engine sums in its own order
             _assert_same_top1(_logits(model, images, 256), labels, records[epoch]["test_top1"], path.name)
+
+
+# ---------------------------------------------------------------- (e) the README shows compare's output
+README_BEGIN, README_END = "<!-- refresh.py: begin -->", "<!-- refresh.py: end -->"
+STATUS = re.compile(r"^- `([^`]+)`: (?:in progress, epoch (\d+) of \d+|finished \((\d+) epochs\)|not started)",
+                    re.MULTILINE)
+
+
+def test_readme_tables_are_what_compare_prints_for_the_runs(tmp_path, monkeypatch, capsys):
+    """results/README.md's section written by results/refresh.py lists every
+    run folder with the epoch it had reached, and its two tables are, to the
+    character, what ``python -m tqref compare`` prints for the runs cut back
+    to those epochs (so this holds while the runs go on training)."""
+    from tqref.cli import main
+
+    text = (RESULTS / "README.md").read_text()
+    assert text.count(README_BEGIN) == 1 and text.count(README_END) == 1, "run: python results/refresh.py"
+    section = text.split(README_BEGIN)[1].split(README_END)[0]
+    shown = {m.group(1): int(m.group(2) or m.group(3) or 0) for m in STATUS.finditer(section)}
+    folders = sorted(p.parent.name for p in RESULTS.glob("*/config.json"))
+    assert sorted(shown) == folders, "results/README.md lists other runs than results/ holds: " \
+                                     "run python results/refresh.py"
+    for name, epoch in shown.items():
+        copy = tmp_path / "results" / name
+        copy.mkdir(parents=True)
+        shutil.copyfile(RESULTS / name / "config.json", copy / "config.json")
+        records = [r for r in read_log(RESULTS / name) if r["epoch"] <= epoch]
+        assert (records[-1]["epoch"] if records else 0) == epoch, f"{name}: epoch {epoch} is not in its log"
+        (copy / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        for kept in ("last.npz", "result.json"):  # compression is read from last.npz
+            if (RESULTS / name / kept).is_file():
+                shutil.copyfile(RESULTS / name / kept, copy / kept)
+    monkeypatch.chdir(tmp_path)
+    for flags in (["--paper-table", "--markdown"], ["--markdown"]):
+        assert main(["compare", *(f"results/{name}" for name in shown), *flags]) == 0
+        printed = capsys.readouterr().out.strip()
+        assert printed in section, f"compare {' '.join(flags)} prints other numbers: run python results/refresh.py"
