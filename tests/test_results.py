@@ -52,9 +52,9 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 RUNS = sorted(path.parent for path in RESULTS.glob("*/last.npz"))
 
 # settings a resumed run may change (``Trainer._prepare_resume``), and what
-# config.json holds beyond the TrainConfig
+# config.json records beyond the TrainConfig
 MAY_CHANGE_ON_RESUME = ("epochs", "data_dir")
-NOT_SETTINGS = ("data_root",)
+NOT_SETTINGS = TrainConfig.RECORDED_BESIDE
 
 
 @pytest.fixture(scope="module", params=RUNS, ids=[run.name for run in RUNS])

@@ -394,7 +394,7 @@ def _cmd_compare(args):
     style = "markdown" if args.markdown else "text"
     if args.paper_table:
         rows, left_out = paper_table(runs)
-        print(to_json(rows) if args.json else format_paper_table(rows, style, left_out))
+        print(to_json(rows) if args.json else format_paper_table(rows, style, left_out=left_out))
     else:
         print(to_json(runs) if args.json else format_runs(runs, style))
     return 0

@@ -5,7 +5,8 @@
     from tqref.compare import read_run, paper_table, format_runs, format_paper_table
     runs = [read_run(d) for d in ("results/resnet20-fp", "results/resnet20-ternary")]
     print(format_runs(runs))                                # one row per run
-    print(format_paper_table(paper_table(runs), "markdown"))  # one row per model
+    rows, left_out = paper_table(runs)                      # one row per model
+    print(format_paper_table(rows, "markdown", left_out=left_out))
 
 Every number comes from the files ``python -m tqref train`` writes into a run
 folder; nothing is re-evaluated.  Per run (``read_run``):
@@ -118,10 +119,8 @@ def read_run(run_dir):
     if not isinstance(config, dict) or "model" not in config:
         raise ValueError(f"compare: {config_path}: expected the settings of a run (a JSON object with "
                          f"'model', 'epochs', ...), found {str(config)[:80]!r}")
-    # config.json = TrainConfig + the data folder actually used ("data_root")
-    settings = {k: v for k, v in config.items() if k != "data_root"}
     try:
-        c = TrainConfig.from_dict(settings)
+        c = TrainConfig.from_dict(config)
     except (TypeError, ValueError) as err:
         raise ValueError(f"compare: {config_path}: not the settings of a tqref run: {err}") from None
 
@@ -284,7 +283,7 @@ def _with_tex2(ternary, tex2, show):
     return text if tex2 is None else f"{text} (t_ex=2: {show(tex2)})"
 
 
-def format_paper_table(rows, style="text", left_out=()):
+def format_paper_table(rows, style="text", *, left_out=()):
     """The rows of ``paper_table`` as the paper's table, text or markdown,
     followed by what the cells mean and the runs that fit no cell."""
     def sparsity(run):

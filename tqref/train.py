@@ -144,8 +144,15 @@ class TrainConfig:
                 d[key] = list(d[key])
         return d
 
+    # what a run's config.json records beside the settings (the data folder actually used)
+    RECORDED_BESIDE = ("data_root",)
+
     @classmethod
     def from_dict(cls, d):
+        """The settings in ``d``: a dict of ``to_dict``, or a run's config.json as
+        read (its ``RECORDED_BESIDE`` entries are left out).  Raises ValueError
+        naming any other key that is not a setting."""
+        d = {k: v for k, v in d.items() if k not in cls.RECORDED_BESIDE}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
