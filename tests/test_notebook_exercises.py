@@ -256,3 +256,81 @@ def test_nb07_ex3_share_of_macs_in_the_first_stage():
     stage1 = sum(layer["macs"] for layer in layers if layer["name"].startswith("layer1."))
     total = sum(layer["macs"] for layer in layers)
     assert stage1 == 6 * 2_359_296 and abs(stage1 / total - 0.349) < 0.001
+
+
+# ------------------------------------------------ 08 results
+RESULTS = __import__("pathlib").Path(__file__).resolve().parent.parent / "results"
+
+
+def _ternary_run():
+    """The from-scratch ternary ResNet-20 run in results/: its folder and log (skips without it)."""
+    from tqref.train import read_log
+    folder = RESULTS / "resnet20-ternary"
+    records = read_log(folder)
+    if not records or not (folder / "last.npz").is_file():
+        pytest.skip("results/resnet20-ternary has no logged epoch and checkpoint yet")
+    return folder, records
+
+
+def test_nb08_ex1_whole_model_sparsity_is_the_weight_weighted_mean():
+    from tqref.io import ternary_layers
+    from tqref.models import resnet20
+    from tqref.ternary import ternarize_model
+    _, records = _ternary_run()
+    sizes = {name: layer.params["weight"].size for name, layer in ternary_layers(ternarize_model(resnet20()))}
+    total = sum(sizes.values())
+    edge = (sizes["conv1"] + sizes["linear"]) / total  # 1,072 of 268,336 weights
+    assert total == 268_336 and abs(edge - 0.0040) < 1e-4
+    for r in records:
+        layers = {name: v["sparsity"][0] for name, v in r["layers"].items()}
+        assert set(layers) == set(sizes)
+        weighted = sum(sizes[n] * layers[n] for n in sizes) / total
+        assert abs(weighted - r["sparsity"]) < 1e-12
+        # whole = (1 − f)·inner + f·edge layers, so |whole − inner| = f·|edge − inner| ≤ f ≈ 0.4 %
+        inner = sum(sizes[n] * layers[n] for n in sizes if n not in ("conv1", "linear")) / (total * (1 - edge))
+        assert abs(r["sparsity"] - inner) <= edge
+
+
+def test_nb08_ex2_alpha_lies_between_delta_and_the_largest_weight():
+    from tqref.ternary import PAPER_DELTA
+    _, records = _ternary_run()
+    # α is a mean of |W_i| ≥ Δ (Eq. 2), each at most max|W| = Δ/δ (Eq. 1)
+    for r in records:
+        for name, v in r["layers"].items():
+            delta, alpha_ = v["threshold"][0], v["alpha"][0]
+            assert delta * (1 - 1e-12) <= alpha_ <= delta / PAPER_DELTA * (1 + 1e-12), (r["epoch"], name)
+
+
+def test_nb08_ex3_compression_by_hand():
+    from tqref.compare import read_run
+    from tqref.io import load_model, ternary_layers
+    from tqref.summary import model_summary
+    folder, _ = _ternary_run()
+    model, _ = load_model(folder / "last.npz")
+    layers = ternary_layers(model)
+    codes = sum(layer.params["weight"].size for _, layer in layers)
+    parameters = model.num_parameters()
+    others = parameters - codes  # BN γ and β, the linear bias: float32
+    assert others == 2 * (16 + 6 * 16 + 6 * 32 + 6 * 64) + 10
+    by_hand = 4 * parameters / (codes * 2 / 8 + 4 * len(layers) + 4 * others)
+    assert np.isclose(by_hand, model_summary(model).totals["compression_ratio"], rtol=1e-12)
+    assert np.isclose(by_hand, read_run(folder)["compression"], rtol=1e-12)
+    # ratio = 16·(codes + others) / (codes + 16·(others + layers)): below 16× because each float32
+    # value costs 16 codes' worth of bytes: 0.5 % of the parameters, but 7.7 % of the ternary bytes
+    assert np.isclose(by_hand, 16 * (codes + others) / (codes + 16 * (others + len(layers))), rtol=1e-12)
+    assert abs(others / parameters - 0.0051) < 1e-4
+    assert abs(4 * (others + len(layers)) / (codes / 4 + 4 * (others + len(layers))) - 0.077) < 1e-3
+    assert 14.8 < by_hand < 14.9
+
+
+def test_nb08_ex4_the_first_epochs_at_each_learning_rate():
+    import json
+    from tqref.train import TrainConfig
+    folder, records = _ternary_run()
+    schedule = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())).make_schedule()
+    lr = {epoch: schedule.lr_at(epoch - 1) for epoch in range(1, 201)}  # logged epochs count from 1
+    firsts = [e for e in range(2, 201) if lr[e] != lr[e - 1]]
+    assert firsts == [81, 121, 161]
+    assert all(np.isclose(lr[e], 0.1 * 0.1 * 0.1 * 0.5, rtol=1e-12) for e in range(161, 201))
+    for r in records:
+        assert np.isclose(r["lr"], lr[r["epoch"]], rtol=1e-12)
