@@ -18,12 +18,14 @@ each run's log.jsonl and last.npz.
 """
 
 import datetime
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from tqref.compare import read_run
+from tqref.train import read_log
 
 RESULTS = Path(__file__).resolve().parent
 REPO = RESULTS.parent
@@ -45,15 +47,15 @@ def tqref(*args):
 
 
 def status_line(folder):
-    """``resnet20-fp: epoch 67 of 200, lr 0.1`` (``finished`` once result.json exists)."""
-    lines = (folder / "log.jsonl").read_text().splitlines() if (folder / "log.jsonl").is_file() else []
-    planned = json.loads((folder / "config.json").read_text())["epochs"]
-    if not lines:
+    """``resnet20-fp: in progress, epoch 67 of 200, learning rate 0.1`` (``finished`` once
+    compare counts the run as finished: result.json and every planned epoch logged)."""
+    run = read_run(folder)
+    if run["finished"]:
+        return f"`{folder.name}`: finished ({run['epochs_planned']} epochs)"
+    if not run["epochs_done"]:
         return f"`{folder.name}`: not started"
-    last = json.loads(lines[-1])
-    if (folder / "result.json").is_file() and last["epoch"] >= planned:
-        return f"`{folder.name}`: finished ({planned} epochs)"
-    return f"`{folder.name}`: in progress, epoch {last['epoch']} of {planned}, learning rate {last['lr']:g}"
+    return (f"`{folder.name}`: in progress, epoch {run['epochs_done']} of {run['epochs_planned']}, "
+            f"learning rate {read_log(folder)[-1]['lr']:g}")
 
 
 def section(folders):

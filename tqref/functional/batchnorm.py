@@ -219,16 +219,17 @@ def _fast_forward(x, gamma, beta, running_mean, running_var, training, momentum,
     xh = to_nhwc(x)
     M = N * H * W
     k = _fold(M, C)
-    x2 = xh.reshape(M // k, k * C)  # folded: see FOLD_WIDTH
+    rows, L = M // k, k * C  # folded: k pixels per row, see FOLD_WIDTH
+    x2 = xh.reshape(rows, L)
     if training:
         parts = {}
 
         def stats(t, r0, r1):
-            mean, m2 = np.empty(k * C), np.empty(k * C)
+            mean, m2 = np.empty(L), np.empty(L)
             kbn.partial_stats(x2, r0, r1, mean, m2)
             parts[t] = (r1 - r0, mean, m2)
 
-        parallel_for(stats, M // k, _PARALLEL_MIN_ROWS // k)
+        parallel_for(stats, rows, _PARALLEL_MIN_ROWS // k)
         # Chan's merge of the per-thread (count, mean, M2), per column
         n, mean, m2 = parts[0]
         for t in range(1, len(parts)):
@@ -254,15 +255,15 @@ def _fast_forward(x, gamma, beta, running_mean, running_var, training, momentum,
     mean_d, inv_std = mean.astype(dtype), inv_std64.astype(dtype)
     scale = (gamma.astype(np.float64) * inv_std64).astype(dtype)
     y = np.empty((N, H, W, C), dtype=dtype)
-    y2 = y.reshape(M // k, k * C)
-    res2 = _rows(residual).reshape(M // k, k * C) if residual is not None else x2
+    y2 = y.reshape(rows, L)
+    res2 = _rows(residual).reshape(rows, L) if residual is not None else x2
 
     mean_t, scale_t, beta_t = np.tile(mean_d, k), np.tile(scale, k), np.tile(beta, k)
 
     def normalise(t, r0, r1):
         kbn.apply(x2, res2, y2, r0, r1, mean_t, scale_t, beta_t, residual is not None, relu)
 
-    parallel_for(normalise, M // k, _PARALLEL_MIN_ROWS // k)
+    parallel_for(normalise, rows, _PARALLEL_MIN_ROWS // k)
     cache = FastCache(inv_std=inv_std, gamma=gamma, training=bool(training),
                       x_nhwc=xh, mean=mean_d, relu=relu, out_nhwc=y if relu else None)
     return to_nchw(y), cache
@@ -274,16 +275,16 @@ def _fast_backward(dout, cache):
     dtype = dout.dtype
     M = N * H * W
     k = _fold(M, C)
-    L = k * C  # folded rows: see FOLD_WIDTH
+    rows, L = M // k, k * C  # folded: k pixels per row, see FOLD_WIDTH
     if "x_nhwc" in cache:
-        x2 = cache["x_nhwc"].reshape(M // k, L)
+        x2 = cache["x_nhwc"].reshape(rows, L)
         mean, s = cache["mean"], cache["inv_std"]
     else:  # a cache of the naive version: x̂ itself, with mean 0 and scale 1
-        x2 = _rows(cache["xhat"]).reshape(M // k, L)
+        x2 = _rows(cache["xhat"]).reshape(rows, L)
         mean, s = np.zeros(C, dtype), np.ones(C, dtype)
     relu = bool(cache.get("relu", False))
-    d2 = _rows(dout).reshape(M // k, L)
-    y2 = cache["out_nhwc"].reshape(M // k, L) if relu else d2
+    d2 = _rows(dout).reshape(rows, L)
+    y2 = cache["out_nhwc"].reshape(rows, L) if relu else d2
     mean_t, s_t = np.tile(mean, k), np.tile(s, k)
     parts = {}
 
@@ -292,7 +293,7 @@ def _fast_backward(dout, cache):
         kbn.backward_sums(d2, x2, y2, r0, r1, mean_t, s_t, relu, s_dy, s_dyx)
         parts[t] = (s_dy, s_dyx)
 
-    parallel_for(sums, M // k, _PARALLEL_MIN_ROWS // k)
+    parallel_for(sums, rows, _PARALLEL_MIN_ROWS // k)
     # per thread, then the k columns of each channel
     s_dy = sum(p[0] for p in parts.values()).reshape(k, C).sum(axis=0)
     s_dyx = sum(p[1] for p in parts.values()).reshape(k, C).sum(axis=0)  # Σ dy·x̂ (x̂ from x, mean and s)
@@ -303,14 +304,14 @@ def _fast_backward(dout, cache):
         b, e = np.zeros(C), np.zeros(C)
     a, b, e = (np.tile(v.astype(dtype), k) for v in (a, b, e))
     dx = np.empty((N, H, W, C), dtype=dtype)
-    dx2 = dx.reshape(M // k, L)
+    dx2 = dx.reshape(rows, L)
     dsum = np.empty((N, H, W, C), dtype=dtype) if relu else dx
-    dsum2 = dsum.reshape(M // k, L)
+    dsum2 = dsum.reshape(rows, L)
 
     def input_gradient(t, r0, r1):
         kbn.backward_dx(d2, x2, y2, dx2, dsum2, r0, r1, mean_t, a, b, e, relu, relu)
 
-    parallel_for(input_gradient, M // k, _PARALLEL_MIN_ROWS // k)
+    parallel_for(input_gradient, rows, _PARALLEL_MIN_ROWS // k)
     grads = (to_nchw(dx), s_dyx.astype(dtype), s_dy.astype(dtype))
     return grads + ((to_nchw(dsum),) if relu else ())
 
