@@ -1,4 +1,4 @@
-"""Refresh what results/README.md shows of the runs, from the run folders.
+"""Refresh what the READMEs show of the runs, from the run folders.
 
     python results/refresh.py            # from anywhere; run it after committing new epochs
 
@@ -9,12 +9,15 @@ markers with the output of
     python -m tqref compare results/NAME ... --markdown
 
 (every run folder: every folder of results/ holding a config.json, which
-is what ``results/*/`` expands to),
-headed by the date and the epoch each run has reached, and redraws each
+is what ``results/*/`` expands to), and the same part of the top-level
+README.md with the first of them (the paper's table), each headed by the
+date and the epoch each run has reached; and it redraws each
 run's committed figures with ``python -m tqref plot``: ``curves.png``, and
 ``sparsity.png`` for ternary runs (the other figures ``plot`` draws are not
 committed).  Nothing is computed here: the numbers are compare's, read from
-each run's log.jsonl and last.npz.
+each run's log.jsonl and last.npz — all from one copy of the run folders
+taken at the start, so a run that logs an epoch meanwhile cannot put two
+different epochs into one README.
 """
 
 import datetime
@@ -30,6 +33,7 @@ from tqref.train import read_log
 RESULTS = Path(__file__).resolve().parent
 REPO = RESULTS.parent
 README = RESULTS / "README.md"
+TOP_README = REPO / "README.md"
 BEGIN = "<!-- refresh.py: begin -->"
 END = "<!-- refresh.py: end -->"
 
@@ -38,9 +42,27 @@ def run_folders():
     return sorted(p for p in RESULTS.iterdir() if (p / "config.json").is_file())
 
 
-def tqref(*args):
-    """``python -m tqref ARGS`` from the repository root; its standard output."""
-    done = subprocess.run([sys.executable, "-m", "tqref", *args], cwd=REPO, capture_output=True, text=True)
+def snapshot(folders, root):
+    """Copy each run folder's files to ``root/results/NAME`` and return the copies.
+
+    The runs may be training meanwhile: working on one copy keeps the status
+    lines, both tables and the figures at the same epoch.  The log is copied
+    after last.npz, so it holds the checkpoint's epoch (compare reads only
+    the model's size from last.npz)."""
+    copies = []
+    for folder in folders:
+        copy = root / "results" / folder.name
+        copy.mkdir(parents=True)
+        for name in ("config.json", "result.json", "last.npz", "log.jsonl"):
+            if (folder / name).is_file():
+                shutil.copyfile(folder / name, copy / name)
+        copies.append(copy)
+    return copies
+
+
+def tqref(*args, cwd):
+    """``python -m tqref ARGS`` run in the folder ``cwd``; its standard output."""
+    done = subprocess.run([sys.executable, "-m", "tqref", *args], cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"refresh: python -m tqref {' '.join(args)} failed:\n{done.stderr}")
     return done.stdout.strip()
@@ -58,54 +80,58 @@ def status_line(folder):
             f"learning rate {read_log(folder)[-1]['lr']:g}")
 
 
-def section(folders):
+# the compare commands each README shows, as its flags after ``compare results/*/``
+TABLES = {README: (["--paper-table", "--markdown"], ["--markdown"]),
+          TOP_README: (["--paper-table", "--markdown"],)}
+
+
+def section(folders, tables):
+    """The README part between the markers; ``folders``: the run folders' snapshot."""
     names = [f"results/{f.name}" for f in folders]
-    paper = tqref("compare", *names, "--paper-table", "--markdown")
-    runs = tqref("compare", *names, "--markdown")
-    return "\n".join([
+    cwd = folders[0].parent.parent if folders else REPO
+    lines = [
         BEGIN,
         f"What it printed on {datetime.date.today().isoformat()} "
         f"(written by `python results/refresh.py`), with the runs at:",
         "",
         *[f"- {status_line(f)}" for f in folders],
-        "",
-        "Runs in progress are far from their final numbers until the learning rate has dropped.",
-        "",
-        "```bash",
-        "python -m tqref compare results/*/ --paper-table --markdown",
-        "```",
-        "",
-        paper,
-        "",
-        "```bash",
-        "python -m tqref compare results/*/ --markdown",
-        "```",
-        "",
-        runs,
-        END,
-    ])
+    ]
+    if not all(read_run(f)["finished"] for f in folders):
+        lines += ["", "Runs in progress are far from their final numbers until the learning rate has dropped."]
+    for flags in tables:
+        lines += ["", "```bash", f"python -m tqref compare results/*/ {' '.join(flags)}", "```", "",
+                  tqref("compare", *names, *flags, cwd=cwd)]
+    return "\n".join(lines + [END])
 
 
-def redraw(folder):
+def redraw(copy, folder):
+    """Draw the figures of the run snapshot ``copy`` into the run folder ``folder``."""
     with tempfile.TemporaryDirectory() as tmp:
-        tqref("plot", f"results/{folder.name}", "--out", tmp)
+        tqref("plot", str(copy), "--out", tmp, cwd=REPO)
         for name in ("curves.png", "sparsity.png"):
             if (Path(tmp) / name).is_file():
                 shutil.copyfile(Path(tmp) / name, folder / name)
 
 
-def main():
-    text = README.read_text()
+def rewrite(readme, new_section):
+    text = readme.read_text()
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise SystemExit(f"refresh: {README} must hold the markers {BEGIN} and {END}, once each, in that order")
-    folders = run_folders()
+        raise SystemExit(f"refresh: {readme} must hold the markers {BEGIN} and {END}, once each, in that order")
     head, rest = text.split(BEGIN)
-    tail = rest.split(END, 1)[1]
-    README.write_text(head + section(folders) + tail)
-    for folder in folders:
-        if (folder / "log.jsonl").is_file() and (folder / "last.npz").is_file():
-            redraw(folder)
-    print(f"refresh: {README.relative_to(REPO)} and the figures of {len(folders)} run(s) rewritten")
+    readme.write_text(head + new_section + rest.split(END, 1)[1])
+
+
+def main():
+    folders = run_folders()
+    with tempfile.TemporaryDirectory() as tmp:
+        copies = snapshot(folders, Path(tmp))
+        for readme, tables in TABLES.items():
+            rewrite(readme, section(copies, tables))
+        for copy, folder in zip(copies, folders):
+            if (copy / "log.jsonl").is_file() and (copy / "last.npz").is_file():
+                redraw(copy, folder)
+    print(f"refresh: {', '.join(str(r.relative_to(REPO)) for r in TABLES)} "
+          f"and the figures of {len(folders)} run(s) rewritten")
 
 
 if __name__ == "__main__":

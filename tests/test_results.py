@@ -14,9 +14,9 @@ holds a last.npz is checked to be what its files say it is.
         (skipped without torch);
     (d) every packed export (``*.packed.npz``) in the folder evaluates to the
         top-1 logged for its epoch (skipped when there is none);
-    (e) results/README.md shows what ``python -m tqref compare`` prints for
-        the runs at the epochs it says they had reached (results/refresh.py
-        writes that part of the README).
+    (e) results/README.md and the top-level README.md show what ``python -m
+        tqref compare`` prints for the runs at the epochs they say the runs
+        had reached (results/refresh.py writes those parts of the READMEs).
 
 The runs may still be training: the trainer replaces last.npz (atomically)
 after every epoch.  So last.npz is copied once, and everything is compared
@@ -206,26 +206,32 @@ def test_packed_export_gives_the_same_top1(run_dir, cifar10_test):
             _assert_same_top1(_logits(model, images, 256), labels, records[epoch]["test_top1"], path.name)
 
 
-# ---------------------------------------------------------------- (e) the README shows compare's output
+# ---------------------------------------------------------------- (e) the READMEs show compare's output
 README_BEGIN, README_END = "<!-- refresh.py: begin -->", "<!-- refresh.py: end -->"
 STATUS = re.compile(r"^- `([^`]+)`: (?:in progress, epoch (\d+) of \d+|finished \((\d+) epochs\)|not started)",
                     re.MULTILINE)
+SHOWN_COMMAND = re.compile(r"^python -m tqref compare results/\*/ (.*)$", re.MULTILINE)
 
 
-def test_readme_tables_are_what_compare_prints_for_the_runs(tmp_path, monkeypatch, capsys):
-    """results/README.md's section written by results/refresh.py lists every
-    run folder with the epoch it had reached, and its two tables are, to the
-    character, what ``python -m tqref compare`` prints for the runs cut back
-    to those epochs (so this holds while the runs go on training)."""
+@pytest.mark.parametrize("readme", [RESULTS / "README.md", RESULTS.parent / "README.md"],
+                         ids=["results/README.md", "README.md"])
+def test_readme_tables_are_what_compare_prints_for_the_runs(readme, tmp_path, monkeypatch, capsys):
+    """The README's section written by results/refresh.py lists every run
+    folder with the epoch it had reached, and below each ``python -m tqref
+    compare results/*/ FLAGS`` it shows stands, to the character, what that
+    command prints for the runs cut back to those epochs (so this holds while
+    the runs go on training)."""
     from tqref.cli import main
 
-    text = (RESULTS / "README.md").read_text()
+    text = readme.read_text()
     assert text.count(README_BEGIN) == 1 and text.count(README_END) == 1, "run: python results/refresh.py"
     section = text.split(README_BEGIN)[1].split(README_END)[0]
     shown = {m.group(1): int(m.group(2) or m.group(3) or 0) for m in STATUS.finditer(section)}
     folders = sorted(p.parent.name for p in RESULTS.glob("*/config.json"))
-    assert sorted(shown) == folders, "results/README.md lists other runs than results/ holds: " \
+    assert sorted(shown) == folders, f"{readme.name} lists other runs than results/ holds: " \
                                      "run python results/refresh.py"
+    commands = SHOWN_COMMAND.findall(section)
+    assert commands, f"{readme.name} shows no compare command: run python results/refresh.py"
     for name, epoch in shown.items():
         copy = tmp_path / "results" / name
         copy.mkdir(parents=True)
@@ -237,7 +243,7 @@ def test_readme_tables_are_what_compare_prints_for_the_runs(tmp_path, monkeypatc
             if (RESULTS / name / kept).is_file():
                 shutil.copyfile(RESULTS / name / kept, copy / kept)
     monkeypatch.chdir(tmp_path)
-    for flags in (["--paper-table", "--markdown"], ["--markdown"]):
-        assert main(["compare", *(f"results/{name}" for name in shown), *flags]) == 0
+    for flags in commands:
+        assert main(["compare", *(f"results/{name}" for name in shown), *flags.split()]) == 0
         printed = capsys.readouterr().out.strip()
-        assert printed in section, f"compare {' '.join(flags)} prints other numbers: run python results/refresh.py"
+        assert printed in section, f"compare {flags} prints other numbers: run python results/refresh.py"
