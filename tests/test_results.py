@@ -4,8 +4,9 @@ holds a last.npz is checked to be what its files say it is.
     (a) config.json, log.jsonl and the checkpoints agree: same settings, the
         checkpoint's epoch is a logged epoch, its accuracies (and for ternary
         runs the share of zero codes) are the ones logged for that epoch;
-    (b) last.npz evaluated on the CIFAR-10 test set (tqref.train.evaluate, as
-        ``python -m tqref evaluate`` does) gives the logged test top-1 — exactly
+    (b) each checkpoint (last.npz, best.npz) evaluated on the CIFAR-10 test
+        set (tqref.train.evaluate, as ``python -m tqref evaluate`` does)
+        gives the top-1 logged for its epoch — exactly
         on this machine; elsewhere (other BLAS kernels, or kernels changed
         since the epoch was logged) only images whose two highest logits are
         near-ties (< 2e-4 apart) may flip;
@@ -27,9 +28,9 @@ it writes that epoch's checkpoint, so the copy's epoch is always in the log.
 (b)-(d) need the CIFAR-10 test set, found as tqref finds it without
 --data-dir ($TQREF_DATA, then the cache); they are skipped when it is not
 found.  Time on the 2-core development machine with the two ResNet-20
-training runs sharing the cores: per ResNet-20 run about 13 s for (b) and
-20 s for (c) (10,000 test images, batch 256 in tqref, 500 in PyTorch), 70 s
-for the whole file with two runs; a ResNet-56 run takes about 3x as long.
+training runs sharing the cores: per ResNet-20 checkpoint about 13 s for (b)
+and 20 s for (c) (10,000 test images, batch 256 in tqref, 500 in PyTorch);
+a ResNet-56 checkpoint takes about 3x as long.
 """
 
 import json
@@ -73,11 +74,15 @@ def _snapshot(run_dir, name, folder):
                            logged={r["epoch"]: r for r in records})
 
 
-@pytest.fixture(scope="module")
-def last(run_dir, tmp_path_factory):
-    """last.npz of the run, read once: .path (the copy), .model (eval mode),
-    .ckpt (tqref.io.Checkpoint), .records / .logged (the log, a list / by epoch)."""
-    return _snapshot(run_dir, "last.npz", tmp_path_factory.mktemp(run_dir.name))
+@pytest.fixture(scope="module", params=["last.npz", "best.npz"])
+def checkpoint(run_dir, request, tmp_path_factory):
+    """A committed checkpoint of the run (last.npz, best.npz), read once:
+    .path (the copy), .model (eval mode), .ckpt (tqref.io.Checkpoint),
+    .records / .logged (the log, a list / by epoch)."""
+    name = request.param
+    if not (run_dir / name).is_file():
+        pytest.skip(f"{run_dir.name} has no {name} yet")
+    return _snapshot(run_dir, name, tmp_path_factory.mktemp(f"{run_dir.name}-{name}"))
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +103,8 @@ def _test_images(cifar10_test, config):
 
 
 # ---------------------------------------------------------------- (a) the files agree
-@pytest.mark.parametrize("name", ["last.npz", "best.npz"])
-def test_config_log_and_checkpoint_agree(run_dir, tmp_path, name):
-    if not (run_dir / name).is_file():
-        pytest.skip(f"{run_dir.name} has no {name} yet")
-    snap = _snapshot(run_dir, name, tmp_path)
-    ckpt = snap.ckpt
+def test_config_log_and_checkpoint_agree(run_dir, checkpoint):
+    snap, ckpt, name = checkpoint, checkpoint.ckpt, checkpoint.path.name
 
     config = json.loads((run_dir / "config.json").read_text())
     settings = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
@@ -132,15 +133,15 @@ def test_config_log_and_checkpoint_agree(run_dir, tmp_path, name):
 
 
 # ---------------------------------------------------------------- (b) it evaluates to the log
-def test_checkpoint_reproduces_its_logged_top1(last, cifar10_test):
-    images, labels = _test_images(cifar10_test, last.ckpt.config)
-    batch = last.ckpt.config.get("eval_batch_size", 256)  # as the run evaluated it
-    got = evaluate(last.model, images, labels, batch)
-    record = last.logged[last.ckpt.epoch]
+def test_checkpoint_reproduces_its_logged_top1(checkpoint, cifar10_test):
+    images, labels = _test_images(cifar10_test, checkpoint.ckpt.config)
+    batch = checkpoint.ckpt.config.get("eval_batch_size", 256)  # as the run evaluated it
+    got = evaluate(checkpoint.model, images, labels, batch)
+    record = checkpoint.logged[checkpoint.ckpt.epoch]
     if (got["top1"], got["top5"]) != (record["test_top1"], record["test_top5"]):
         # Not bit-identical logits (another CPU's BLAS kernels, or kernels changed
         # since the epoch was logged): only near-ties may have flipped.
-        _assert_same_top1(_logits(last.model, images, batch), labels, record["test_top1"], "tqref")
+        _assert_same_top1(_logits(checkpoint.model, images, batch), labels, record["test_top1"], "tqref")
     assert got["loss"] == pytest.approx(record["test_loss"], rel=1e-4)
 
 
@@ -164,28 +165,28 @@ def _assert_same_top1(logits, labels, logged_top1, who):
 
 
 # ---------------------------------------------------------------- (c) the same in PyTorch
-def test_torch_export_gives_the_same_top1(last, cifar10_test, tmp_path):
+def test_torch_export_gives_the_same_top1(checkpoint, cifar10_test, tmp_path):
     """The exported weights in a PyTorch ResNet of the same depth give the
     logged top-1, up to near-ties (``_assert_same_top1``; in practice there
     is none, and the top-1 is equal)."""
-    model_name = last.ckpt.config["model"]
+    model_name = checkpoint.ckpt.config["model"]
     if not model_name.startswith("resnet"):
         pytest.skip(f"no PyTorch reference for the {model_name} model")
     torch, net = torch_cifar_resnet(int(model_name[len("resnet"):]))
-    exported, _, _ = tio.export_torch(last.path, tmp_path / "torch.npz")
+    exported, _, _ = tio.export_torch(checkpoint.path, tmp_path / "torch.npz")
     with np.load(exported, allow_pickle=False) as z:
         net.load_state_dict({k: torch.from_numpy(z[k]) for k in z.files}, strict=True)
     net.eval()
 
-    images, labels = _test_images(cifar10_test, last.ckpt.config)
+    images, labels = _test_images(cifar10_test, checkpoint.ckpt.config)
     x = normalize(images)  # as tqref's batches normalise them
     with torch.no_grad():
         logits = np.concatenate([net(torch.from_numpy(x[i:i + 500])).numpy() for i in range(0, len(x), 500)])
     # the logits themselves, on the first batch
     with no_grad():
-        np.testing.assert_allclose(logits[:256], last.model.forward(x[:256]), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(logits[:256], checkpoint.model.forward(x[:256]), rtol=1e-4, atol=1e-4)
 
-    _assert_same_top1(logits, labels, last.logged[last.ckpt.epoch]["test_top1"], "PyTorch")
+    _assert_same_top1(logits, labels, checkpoint.logged[checkpoint.ckpt.epoch]["test_top1"], "PyTorch")
 
 
 # ---------------------------------------------------------------- (d) the packed file
