@@ -226,6 +226,24 @@ def test_paper_table_places_runs_by_their_settings(runs, capsys):
     assert "Not in the table" in out and f"{runs['small']} (small, full precision)" in out
 
 
+def test_paper_table_states_the_gap_to_full_precision(runs, capsys):
+    """Ternary minus full precision in points, final and best epochs, computed
+    here from the logs; marked in progress (with the epochs) while a run is."""
+    def points(name, key):
+        return f"{100 * (_expected(runs[name])[key] - _expected(runs['a'])[key]):+.2f}"
+
+    out = _compare(capsys, runs["a"], runs["c"], "--paper-table", "--markdown")
+    assert (f"ResNet-20: t_ex=2 {points('c', 'final')} ({points('c', 'best')}), paper -0.05 (best epochs)."
+            in out)
+    out = _compare(capsys, runs["a"], runs["b"], runs["c"], "--paper-table", "--markdown")
+    assert (f"ResNet-20: t_ex=1 {points('b', 'final')} ({points('b', 'best')}), "
+            f"t_ex=2 {points('c', 'final')} ({points('c', 'best')}), paper -0.05 (best epochs) "
+            f"— in progress, at epochs 2, 2, 1." in out)
+    # no full-precision run, or no ternary one: no gap
+    for alone in (runs["b"], runs["a"]):
+        assert "minus full precision" not in _compare(capsys, alone, "--paper-table")
+
+
 def test_paper_table_as_markdown_and_json(runs, capsys):
     rows = _markdown_rows(_compare(capsys, runs["b"], "--paper-table", "--markdown"))
     assert [r["model"] for r in rows] == ["ResNet-20", "ResNet-32", "ResNet-44", "ResNet-56"]

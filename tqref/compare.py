@@ -47,7 +47,10 @@ placed by its config (model, ternary, t_ex; the paper's quantizer only: variant
 full-precision and t_ex = 1 cells take only runs trained from scratch, as the
 paper's were; a t_ex = 1 run fine-tuned from a checkpoint is listed under the
 table instead.  The t_ex = 2 cell (the paper has no CIFAR-10 number for it)
-takes either.
+takes either.  Under the table, per depth with a full-precision and a
+ternary run: ternary minus full precision in points of top-1, at the final
+epochs and (in parentheses) the best ones, next to the paper's (best
+epochs); while a run is in progress the epochs it compares are named.
 """
 
 import json
@@ -283,6 +286,34 @@ def _with_tex2(ternary, tex2, show):
     return text if tex2 is None else f"{text} (t_ex=2: {show(tex2)})"
 
 
+def _points(difference):
+    return f"{100 * difference:+.2f}"
+
+
+def _gaps(row):
+    """"ResNet-20: t_ex=1 -0.64 (-0.31), t_ex=2 +0.05 (+0.10), paper -0.05" for a row with
+    a full-precision run and a ternary one; "" otherwise.  Marked when a run is in
+    progress, with the epochs reached (full precision, t_ex=1, t_ex=2): the gap
+    then compares different epochs."""
+    fp = row["fp"]
+    if fp is None or fp["final_top1"] is None:
+        return ""
+    parts = []
+    for label, key in (("t_ex=1", "ternary"), ("t_ex=2", "ternary_tex2")):
+        run = row[key]
+        if run is not None and run["final_top1"] is not None:
+            parts.append(f"{label} {_points(run['final_top1'] - fp['final_top1'])} "
+                         f"({_points(run['best_top1'] - fp['best_top1'])})")
+    if not parts:
+        return ""
+    paper = row["paper_top1_percent"]
+    parts.append(f"paper {paper['ternary'] - paper['fp']:+.2f} (best epochs)")
+    runs = [r for r in (fp, row["ternary"], row["ternary_tex2"]) if r is not None]
+    in_progress = "" if all(r["finished"] for r in runs) else \
+        " — in progress, at epochs " + ", ".join(str(r["epochs_done"]) for r in runs)
+    return f"ResNet-{row['model'][len('resnet'):]}: " + ", ".join(parts) + in_progress
+
+
 def format_paper_table(rows, style="text", *, left_out=()):
     """The rows of ``paper_table`` as the paper's table, text or markdown,
     followed by what the cells mean and the runs that fit no cell."""
@@ -298,10 +329,14 @@ def format_paper_table(rows, style="text", *, left_out=()):
                       _with_tex2(row["ternary"], row["ternary_tex2"], lambda r: _ratio(r["compression"])),
                       _with_tex2(row["ternary"], row["ternary_tex2"], sparsity)])
     text = _render(cells, PAPER_COLUMNS, {1, 2}, style)
+    gaps = [gap for gap in map(_gaps, rows) if gap]
     notes = ["CIFAR-10 test top-1 in %. Paper: He, Gong & Fan (WACV 2019), best over the epochs. "
              "tqref: the last logged epoch, then the best epoch's top-1 and that epoch in parentheses. "
              "Compression: whole model, fp32 size / ternary size; sparsity: share of zero ternary codes "
              "at the last logged epoch (ternary t_ex=1 run, then the t_ex=2 run)."]
+    if gaps:
+        notes.append("Ternary minus full precision, in points of top-1, final epochs (best epochs in "
+                     "parentheses): " + "; ".join(gaps) + ".")
     if left_out:
         notes.append("Not in the table (another model, t_ex, variant, full-precision layers, or fine-tuned "
                      "where the paper trained from scratch): "
