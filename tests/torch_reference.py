@@ -1,7 +1,9 @@
-"""The usual PyTorch CIFAR ResNet (He et al. 2016, option-A shortcuts), written
-independently of tqref, for the tests that check tqref's PyTorch export
-(``tqref.io.export_torch``) against it: ``tests/test_io.py`` and
-``tests/test_results.py``.
+"""The usual PyTorch CIFAR ResNet (He et al. 2016, option-A shortcuts), and
+the paper's ternarization as a PyTorch straight-through function, both
+written independently of tqref: for the tests that check tqref's PyTorch
+export (``tqref.io.export_torch``: ``tests/test_io.py``,
+``tests/test_results.py``) and its training steps
+(``tests/test_torch_training.py``) against PyTorch.
 
 Its parameter and buffer names are the ones the export writes (``conv1.weight``,
 ``bn1.running_var``, ``layer2.0.conv1.weight``, ``linear.bias``, ...), so
@@ -76,3 +78,45 @@ def torch_cifar_resnet(depth=20, num_classes=10):
             return self.linear(out)
 
     return torch, ResNet((depth - 2) // 6)
+
+
+def ternarize_torch_net(torch, net, delta_factors=(0.05,), clip=1.0):
+    """Make every Conv2d and Linear of ``net`` compute with ternarized weights,
+    in place, as ../shared/docs/method.md states the method:
+
+        forward   Δ_k = δ_k · max|W|,  T_k = sign(W) · 1[|W| ≥ Δ_k],
+                  α_k = mean{|W_i| : |W_i| ≥ Δ_k},  W_eff = Σ_k α_k T_k     Eqs. (1)-(3), (5)
+        backward  ∂L/∂W = t_ex · ∂L/∂W_eff · 1[|W| < clip]                   Eq. (4), (5)
+
+    The layer's ``weight`` stays the latent weight the optimiser updates."""
+    import types
+    F = torch.nn.functional
+
+    class Ternarize(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, latent_weight):
+            ctx.save_for_backward(latent_weight)
+            magnitude = latent_weight.abs()
+            effective = torch.zeros_like(latent_weight)
+            for delta_factor in delta_factors:
+                kept = magnitude >= delta_factor * magnitude.max()
+                effective = effective + magnitude[kept].mean() * torch.sign(latent_weight) * kept
+            return effective
+
+        @staticmethod
+        def backward(ctx, grad_effective):
+            (latent_weight,) = ctx.saved_tensors
+            return len(delta_factors) * grad_effective * (latent_weight.abs() < clip)
+
+    def conv_forward(self, x):
+        return F.conv2d(x, Ternarize.apply(self.weight), self.bias, self.stride, self.padding)
+
+    def linear_forward(self, x):
+        return F.linear(x, Ternarize.apply(self.weight), self.bias)
+
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.forward = types.MethodType(conv_forward, module)
+        elif isinstance(module, torch.nn.Linear):
+            module.forward = types.MethodType(linear_forward, module)
+    return net
