@@ -22,8 +22,10 @@ export OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 export TQREF_DATA=${TQREF_DATA:-$(cd .. && pwd)/shared/data/cifar10}
 
 # The paper's recipe compressed from 200 to 30 epochs (milestones at 0.4, 0.6
-# and 0.8 of training), shared by the full-precision and ternary ResNet-32/44/56.
-SHORT="--epochs 30 --milestones 12 18 24"
+# and 0.8 of training), shared by the full-precision and ternary ResNet-32/44/56,
+# with a first epoch at lr 0.01 (x10 at epoch 1): at lr 0.1 from the first step
+# the deeper nets are thrown to chance for hundreds of steps (results/first_steps.py).
+SHORT="--lr 0.01 --epochs 30 --milestones 1 12 18 24 --gammas 10 0.1 0.1 0.5"
 # Fine-tuning from the final full-precision ResNet-20 (--init-from), the same
 # for t_ex = 1 and 2.
 FINETUNE="--lr 0.01 --epochs 40 --milestones 20 30 --gammas 0.1 0.1"

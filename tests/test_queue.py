@@ -61,7 +61,7 @@ def test_slot_a_resumes_skips_and_continues_in_order(tmp_path):
     assert "--lr 0.01 --epochs 40 --milestones 20 30 --gammas 0.1 0.1" in tex2
     assert trains[1].endswith("--resume")            # resnet32-fp has a last.npz
     assert not trains[2].endswith("--resume")
-    assert "--epochs 30 --milestones 12 18 24" in trains[3]
+    assert "--lr 0.01 --epochs 30 --milestones 1 12 18 24 --gammas 10 0.1 0.1 0.5" in trains[3]
     # the t_ex = 2 run is ternary: exported once trained
     assert calls[calls.index(tex2) + 1] == ("-m tqref export resnet20-tex2/last.npz "
                                             "resnet20-tex2/final.packed.npz --format packed")
