@@ -4,11 +4,11 @@ the ResNet-32/44/56 runs of results/ start with one epoch at lr 0.01.
     python results/first_steps.py                 # the table in results/README.md (~10 min, 1 thread)
     python results/first_steps.py --steps 20 --models resnet56 --lrs 0.1
 
-Each network starts from the trainer's initial weights for ``--seed 0``
-(He fan-out init, as ``python -m tqref train --seed 0`` draws them) and
-takes ``--steps`` steps of the recipe's optimiser (SGD, Nesterov momentum
-0.9, weight decay 3e-4, batch 128, random crop and flip) on the same shuffled
-CIFAR-10 batches, full precision and ternarized (t_ex = 1).  Printed per run:
+Each network starts from the trainer's initial weights for seed 0 (He
+fan-out init, as ``python -m tqref train --seed 0`` draws them) and takes
+the trainer's first ``--steps`` steps with the recipe's optimiser (SGD,
+Nesterov momentum 0.9, weight decay 3e-4, batch 128, random crop and flip)
+on its shuffled CIFAR-10 batches, full precision and ternarized (t_ex = 1).  Printed per run:
 the loss of the first step, the largest loss of any step, the mean loss and
 accuracy of the last 10 steps.  A network that has learned something sits
 clearly below ln 10 = 2.303 (chance) by then; one whose first steps threw it
@@ -16,12 +16,14 @@ far off (the loss jumps to 10 or 20) sits at chance, predicting one class.
 
 He et al. (2016) met this with ResNet-110 at lr 0.1 and warmed up at 0.01
 for about 400 steps (one epoch); this script shows where it begins for the
-depths of the paper's table.  Nothing here is written to disk.
+depths of the paper's table.  Nothing is kept on disk.
 """
 
 import argparse
 import math
 import os
+import tempfile
+from pathlib import Path
 
 for _name in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_name, "1")  # as the training runs: one thread
@@ -30,21 +32,21 @@ import numpy as np  # noqa: E402  (after the thread settings)
 
 from tqref.data import Batches, load_cifar10  # noqa: E402
 from tqref.functional import softmax_cross_entropy  # noqa: E402
-from tqref.io import model_from_config  # noqa: E402
-from tqref.optim import SGD  # noqa: E402
-from tqref.train import TrainConfig  # noqa: E402
+from tqref.train import TrainConfig, Trainer  # noqa: E402
 
 
 def first_steps(data, model_name, lr, ternary, steps, seed=0):
-    """Losses and accuracies of the first ``steps`` steps, as two lists."""
+    """Losses and accuracies of the first ``steps`` training steps, as two lists.
+
+    The network, optimiser and batches are the trainer's own (``Trainer``
+    builds them from the config and seed; its run folder is a temporary one),
+    and each step is the one ``Trainer.train_epoch`` takes."""
     config = TrainConfig(model=model_name, ternary=ternary, lr=lr, seed=seed)
-    # the trainer's split of the seed: the first child draws the weights, the second the batches
-    seed_model, seed_data = np.random.SeedSequence(seed).spawn(2)
-    model = model_from_config({**config.to_dict(), "seed": np.random.default_rng(seed_model)}).train()
-    optimizer = SGD(model.parameters_and_gradients(), lr=lr, momentum=config.momentum,
-                    nesterov=config.nesterov, weight_decay=config.weight_decay)
-    batches = Batches(data["train_images"], data["train_labels"], config.batch_size,
-                      rng=np.random.default_rng(seed_data), shuffle=True, augment=True)
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = Trainer(config, Path(folder) / "run", data=data, log=lambda line: None, progress=False)
+    model, optimizer = trainer.model.train(), trainer.optimizer
+    batches = Batches(trainer.train_images, trainer.train_labels, config.batch_size, rng=trainer.rng,
+                      shuffle=True, augment=config.augment, dtype=model.dtype)
     losses, accuracies = [], []
     for x, y in batches:
         logits = model.forward(x)
