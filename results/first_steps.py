@@ -45,18 +45,18 @@ def first_steps(data, model_name, lr, ternary, steps, seed=0):
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(config, Path(folder) / "run", data=data, log=lambda line: None, progress=False)
     model, optimizer = trainer.model.train(), trainer.optimizer
-    batches = Batches(trainer.train_images, trainer.train_labels, config.batch_size, rng=trainer.rng,
-                      shuffle=True, augment=config.augment, dtype=model.dtype)
     losses, accuracies = [], []
-    for x, y in batches:
-        logits = model.forward(x)
-        loss, dlogits = softmax_cross_entropy(logits, y)
-        model.backward(dlogits)
-        optimizer.step()
-        losses.append(loss)
-        accuracies.append(float(np.mean(logits.argmax(axis=1) == y)))
-        if len(losses) == steps:
-            break
+    while len(losses) < steps:  # one epoch's batches at a time, drawn as the trainer draws them
+        for x, y in Batches(trainer.train_images, trainer.train_labels, config.batch_size, rng=trainer.rng,
+                            shuffle=True, augment=config.augment, dtype=model.dtype):
+            logits = model.forward(x)
+            loss, dlogits = softmax_cross_entropy(logits, y)
+            model.backward(dlogits)
+            optimizer.step()
+            losses.append(loss)
+            accuracies.append(float(np.mean(logits.argmax(axis=1) == y)))
+            if len(losses) == steps:
+                break
     return losses, accuracies
 
 
