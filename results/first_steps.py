@@ -25,8 +25,11 @@ import os
 import tempfile
 from pathlib import Path
 
-for _name in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_name, "1")  # as the training runs: one thread
+if __name__ == "__main__":
+    # one thread, as the training runs; only when run as a script, and before numpy and numba
+    # load (imported, e.g. by its test, it must leave a running numba's thread count alone)
+    for _name in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
 
 import numpy as np  # noqa: E402  (after the thread settings)
 
