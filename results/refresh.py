@@ -68,10 +68,10 @@ def tqref(*args, cwd):
     return done.stdout.strip()
 
 
-def status_line(folder):
+def status_line(folder, run):
     """``resnet20-fp: in progress, epoch 67 of 200, learning rate 0.1`` (``finished`` once
-    compare counts the run as finished: result.json and every planned epoch logged)."""
-    run = read_run(folder)
+    compare counts the run as finished: result.json and every planned epoch logged);
+    ``run``: the folder's ``read_run``."""
     if run["finished"]:
         return f"`{folder.name}`: finished ({run['epochs_planned']} epochs)"
     if not run["epochs_done"]:
@@ -85,22 +85,22 @@ TABLES = {README: (["--paper-table", "--markdown"], ["--markdown"]),
           TOP_README: (["--paper-table", "--markdown"],)}
 
 
-def section(folders, tables):
-    """The README part between the markers; ``folders``: the run folders' snapshot."""
-    names = [f"results/{f.name}" for f in folders]
-    cwd = folders[0].parent.parent if folders else REPO
+def section(copies, runs, tables, root):
+    """The README part between the markers, from the snapshot ``root/results/NAME`` of
+    the run folders: ``copies``, and their ``read_run`` dicts ``runs``."""
+    names = [f"results/{copy.name}" for copy in copies]
     lines = [
         BEGIN,
         f"What it printed on {datetime.date.today().isoformat()} "
         f"(written by `python results/refresh.py`), with the runs at:",
         "",
-        *[f"- {status_line(f)}" for f in folders],
+        *[f"- {status_line(copy, run)}" for copy, run in zip(copies, runs)],
     ]
-    if not all(read_run(f)["finished"] for f in folders):
+    if not all(run["finished"] for run in runs):
         lines += ["", "Runs in progress are far from their final numbers until the learning rate has dropped."]
     for flags in tables:
         lines += ["", "```bash", f"python -m tqref compare results/*/ {' '.join(flags)}", "```", "",
-                  tqref("compare", *names, *flags, cwd=cwd)]
+                  tqref("compare", *names, *flags, cwd=root)]
     return "\n".join(lines + [END])
 
 
@@ -125,8 +125,9 @@ def main():
     folders = run_folders()
     with tempfile.TemporaryDirectory() as tmp:
         copies = snapshot(folders, Path(tmp))
+        runs = [read_run(copy) for copy in copies]  # once: it loads each last.npz
         for readme, tables in TABLES.items():
-            rewrite(readme, section(copies, tables))
+            rewrite(readme, section(copies, runs, tables, Path(tmp)))
         for copy, folder in zip(copies, folders):
             if (copy / "log.jsonl").is_file() and (copy / "last.npz").is_file():
                 redraw(copy, folder)
