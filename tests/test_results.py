@@ -4,6 +4,8 @@ holds a last.npz is checked to be what its files say it is.
     (a) config.json, log.jsonl and the checkpoints agree: same settings, the
         checkpoint's epoch is a logged epoch, its accuracies (and for ternary
         runs the share of zero codes) are the ones logged for that epoch;
+        a finished run's result.json holds the log's numbers, and its
+        last.npz / best.npz hold the final / best logged epoch;
     (b) each checkpoint (last.npz, best.npz) evaluated on the CIFAR-10 test
         set (tqref.train.evaluate, as ``python -m tqref evaluate`` does)
         gives the top-1 logged for its epoch — exactly
@@ -130,6 +132,28 @@ def test_config_log_and_checkpoint_agree(run_dir, checkpoint):
         sparsity, layers = ternary_stats(snap.model)
         assert sparsity == record["sparsity"], "the checkpoint's zero codes are not the logged ones"
         assert layers == record["layers"]
+
+
+def test_a_finished_runs_result_json_is_its_log(run_dir):
+    """result.json (written once, after the last epoch) against the log: the
+    numbers the READMEs and the closing notes quote come from one place."""
+    if not (run_dir / "result.json").is_file():
+        pytest.skip(f"{run_dir.name} has not finished")
+    result = json.loads((run_dir / "result.json").read_text())
+    records = read_log(run_dir)
+    final = records[-1]
+    best = max(records, key=lambda r: r["test_top1"])  # the first epoch with the highest top-1
+    assert result["epochs"] == final["epoch"], "result.json is older than the log's last epoch"
+    assert (result["final_top1"], result["final_top5"]) == (final["test_top1"], final["test_top5"])
+    assert (result["best_epoch"], result["best_top1"], result["best_top5"]) == (
+        best["epoch"], best["test_top1"], best["test_top5"])
+    assert result["wall_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in records))
+    assert result["images_per_s"] == pytest.approx(np.mean([r["images_per_s"] for r in records]))
+    assert result.get("final_sparsity") == final.get("sparsity")
+    # the committed checkpoints of a finished run are its final and its best epoch
+    for name, epoch in (("last.npz", final["epoch"]), ("best.npz", best["epoch"])):
+        if (run_dir / name).is_file():
+            assert tio.load_checkpoint(run_dir / name).epoch == epoch, f"{name} is not epoch {epoch}"
 
 
 # ---------------------------------------------------------------- (b) it evaluates to the log
