@@ -153,6 +153,18 @@ def column(records, key):
     return np.array([r["epoch"] for r in records]), np.array([r[key] for r in records])
 
 
+def milestones(config):
+    """[(m, gamma), ...]: the learning rate is multiplied by gamma from epoch m on (counting from 0)."""
+    return list(zip(config.milestones, config.gammas)) if config.schedule == "multistep" else []
+
+
+def draw_milestones(axis, config):
+    """Dashed lines between logged epochs m and m + 1 for each milestone m of the schedule."""
+    for m, gamma in milestones(config):
+        axis.axvline(m + 0.5, color="gray", ls="--", lw=0.8)
+        axis.text(m + 1.5, 0.98, f"lr ×{gamma:g}", transform=axis.get_xaxis_transform(), fontsize=7, va="top")
+
+
 if pair:
     fig, (ax, ax_gap) = plt.subplots(1, 2, figsize=(12, 3.8))
     for label, s in pair:
@@ -161,11 +173,8 @@ if pair:
         best = int(top1.argmax())  # argmax keeps the first of equal values, as best.npz does
         ax.plot(epochs[best], top1[best], "*", ms=11, color=line.get_color())
     config = pair[0][1].config
-    milestones = list(zip(config.milestones, config.gammas)) if config.schedule == "multistep" else []
     for axis in (ax, ax_gap):
-        for m, gamma in milestones:
-            axis.axvline(m + 0.5, color="gray", ls="--", lw=0.8)  # between logged epochs m and m + 1
-            axis.text(m + 1.5, 0.98, f"lr ×{gamma:g}", transform=axis.get_xaxis_transform(), fontsize=7, va="top")
+        draw_milestones(axis, config)
         axis.set_xlim(0, max(s.config.epochs for _, s in pair) + 1)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
@@ -210,7 +219,7 @@ for label, s in pair:
           f"{s.records[-1]['train_acc']:9.2%}")
 if fp and ternary:
     # the epochs at the learning rate of the last milestone reached (logged epoch m + 1 is the first)
-    start = max([m + 1 for m, _ in milestones if m + 1 <= common[-1]], default=int(common[0]))
+    start = max([m + 1 for m, _ in milestones(config) if m + 1 <= common[-1]], default=int(common[0]))
     phase = common >= start
     print(f"\ngap full precision − ternary: at the last common epoch ({common[-1]}) {gap[-1]:+.2%}, "
           f"mean over the last {window} common epochs {running[-1]:+.2%}, "
@@ -242,8 +251,7 @@ if finetuned and fp:
     for run, s in finetuned:
         epochs, top1 = column(s.records, "test_top1")
         ax.plot(epochs, top1, lw=1, marker=".", label=f"{run['quantization']} ({s.name}, epoch {s.epoch}/{s.config.epochs})")
-        for m in (s.config.milestones if s.config.schedule == "multistep" else []):
-            ax.axvline(m + 0.5, color="gray", ls="--", lw=0.8)
+    draw_milestones(ax, finetuned[0][1].config)  # the fine-tunes share one schedule
     ax.axhline(fp_final, color="black", lw=1, label=f"full precision, epoch {fp.epoch}")
     ax.axhspan(fp_final - 0.002, fp_final, color="gray", alpha=0.25, label="up to 0.2 points below it")
     if ternary:
