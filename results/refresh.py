@@ -105,9 +105,11 @@ def section(copies, runs, tables, root):
 
 
 def redraw(copy, folder):
-    """Draw the figures of the run snapshot ``copy`` into the run folder ``folder``."""
+    """Draw the figures of the run snapshot ``copy`` (``ROOT/results/NAME``) into the run
+    folder ``folder``; run from ROOT, so the figures are titled ``results/NAME``, not with
+    the snapshot's temporary path."""
     with tempfile.TemporaryDirectory() as tmp:
-        tqref("plot", str(copy), "--out", tmp, cwd=REPO)
+        tqref("plot", f"results/{copy.name}", "--out", tmp, cwd=copy.parent.parent)
         for name in ("curves.png", "sparsity.png"):
             if (Path(tmp) / name).is_file():
                 shutil.copyfile(Path(tmp) / name, folder / name)
