@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tqref.cli import main
-from tqref.compare import PAPER_TOP1, duration, paper_table, read_run
+from tqref.compare import PAPER_TOP1, duration, paired_difference, paper_table, read_run
 from tqref.data import load_cifar10, write_synthetic_cifar10
 from tqref.train import Trainer, TrainConfig
 
@@ -342,3 +342,68 @@ def test_help(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "compare" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- paired_difference
+def _pairs(only_a, only_b, both, neither):
+    """Correctness vectors with the given counts of each kind of image, shuffled."""
+    a = np.array([1] * only_a + [0] * only_b + [1] * both + [0] * neither, dtype=bool)
+    b = np.array([0] * only_a + [1] * only_b + [1] * both + [0] * neither, dtype=bool)
+    order = np.random.default_rng(0).permutation(a.size)
+    return a[order], b[order]
+
+
+def test_paired_difference_by_hand():
+    # 3 images only a gets right, none only b: the three coins all fell a's way,
+    # P = 2 · (1/2)^3 = 0.25 two-sided; the difference is -3/10.
+    a, b = _pairs(3, 0, 5, 2)
+    out = paired_difference(a, b)
+    assert (out["n"], out["only_a"], out["only_b"]) == (10, 3, 0)
+    assert out["difference"] == pytest.approx(-0.3, abs=1e-15)
+    assert out["difference"] == pytest.approx(b.mean() - a.mean(), abs=1e-15)
+    # d_i = -1 on 3 images, 0 on 7: mean -0.3, population variance 0.3 - 0.09 = 0.21
+    assert out["standard_error"] == pytest.approx(np.sqrt(0.21 / 10), rel=1e-12)
+    assert out["p_value"] == pytest.approx(0.25, rel=1e-12)
+    # 2 against 1: P(X <= 1) = (1 + 3)/8, doubled: 1.0
+    assert paired_difference(*_pairs(2, 1, 0, 0))["p_value"] == 1.0
+
+
+def test_paired_difference_is_the_mean_and_standard_error_of_the_per_image_difference():
+    rng = np.random.default_rng(1)
+    a = rng.random(5000) < 0.88
+    b = np.where(rng.random(5000) < 0.9, a, ~a)  # agree on about 90 % of the images
+    out = paired_difference(a, b)
+    d = b.astype(float) - a.astype(float)
+    assert out["difference"] == pytest.approx(d.mean(), abs=1e-15)
+    assert out["standard_error"] == pytest.approx(d.std() / np.sqrt(d.size), rel=1e-12)
+    swapped = paired_difference(b, a)
+    assert swapped["difference"] == -out["difference"] and swapped["p_value"] == out["p_value"]
+
+
+def test_paired_difference_p_value_against_the_binomial_distribution():
+    # only_b ~ Binomial(m, 1/2) when both models are equally good: the two-sided
+    # p-value sums the probabilities of every outcome at least as far from m/2
+    from math import comb
+    for only_a, only_b in [(0, 0), (0, 1), (7, 7), (12, 30), (400, 340)]:
+        m = only_a + only_b
+        probs = [comb(m, k) / 2 ** m for k in range(m + 1)]
+        far = [p for k, p in enumerate(probs) if abs(k - m / 2) >= abs(only_b - m / 2)]
+        expected = min(1.0, sum(far))
+        got = paired_difference(*_pairs(only_a, only_b, 3, 1))["p_value"]
+        assert got == pytest.approx(expected, rel=1e-9), (only_a, only_b)
+    # identical models: nothing to tell them apart
+    same = np.array([True, False, True])
+    assert paired_difference(same, same) == {"n": 3, "only_a": 0, "only_b": 0, "difference": 0.0,
+                                             "standard_error": 0.0, "p_value": 1.0}
+
+
+@pytest.mark.parametrize("a, b, message", [
+    ([True, False], np.array([True, False]), "correct_a: expected a non-empty 1-D bool array.*got list"),
+    (np.array([1, 0]), np.array([True, False]), "correct_a: .*got 1-D int64 array"),
+    (np.array([True, False]), np.zeros((2, 1), bool), "correct_b: .*got 2-D bool array of shape \\(2, 1\\)"),
+    (np.array([], bool), np.array([], bool), "correct_a: expected a non-empty"),
+    (np.array([True, False]), np.array([True, False, True]), "same test images, got shapes \\(2,\\) and \\(3,\\)"),
+])
+def test_paired_difference_rejects_bad_input(a, b, message):
+    with pytest.raises(ValueError, match=message):
+        paired_difference(a, b)

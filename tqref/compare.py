@@ -7,6 +7,7 @@
     print(format_runs(runs))                                # one row per run
     rows, left_out = paper_table(runs)                      # one row per model
     print(format_paper_table(rows, "markdown", left_out=left_out))
+    paired_difference(correct_fp, correct_ternary)          # is a gap more than test-set noise?
 
 Every number comes from the files ``python -m tqref train`` writes into a run
 folder; nothing is re-evaluated.  Per run (``read_run``):
@@ -54,8 +55,11 @@ epochs); while a run is in progress the epochs it compares are named.
 """
 
 import json
+import math
 import textwrap
 from pathlib import Path
+
+import numpy as np
 
 # The paper's CIFAR-10 table (He, Gong & Fan, WACV 2019), as copied into
 # ../shared/docs/method.md, "Results to reproduce": test top-1 in %, full
@@ -218,6 +222,57 @@ def paper_table(runs):
                              f"{run['model']} {run['quantization']} run; pass only the one to show")
         row[key] = run
     return list(rows.values()), left_out
+
+
+# ---------------------------------------------------------------- two models, one test set
+def paired_difference(correct_a, correct_b):
+    """How far apart two models' accuracies are, and whether that is more than
+    the test set's noise: a paired comparison on the same test images.
+
+    correct_a, correct_b: (n,) bool, image i classified correctly by model a / b.
+
+    Only the images where the two models disagree carry information about
+    which one is better (McNemar's test):
+
+        only_a = #{i: a right, b wrong}      only_b = #{i: a wrong, b right}
+        difference = acc_b − acc_a = (only_b − only_a) / n
+        standard_error = sqrt(((only_a + only_b) / n − difference²) / n)
+
+    (the standard error of the mean of d_i = b_i − a_i ∈ {−1, 0, 1}), far
+    smaller than that of either accuracy alone when the models mostly agree.
+    If the two models were equally accurate, each image they disagree on
+    would favour b like a fair coin: only_b ~ Binomial(only_a + only_b, ½), and
+
+        p_value = min(1, 2 · P(X ≤ min(only_a, only_b))),  X ~ Binomial(only_a + only_b, ½)
+
+    (exact two-sided).  This is the noise of *this test set* only: a second
+    training run with another seed moves the accuracies further.
+
+    Returns {"n", "only_a", "only_b", "difference", "standard_error", "p_value"}
+    (difference and standard_error as fractions, like test_top1)."""
+    a = _correct_vector(correct_a, "paired_difference: correct_a")
+    b = _correct_vector(correct_b, "paired_difference: correct_b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired_difference: correct_a and correct_b must be the same test images, "
+                         f"got shapes {a.shape} and {b.shape}")
+    n = a.size
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    difference = (only_b - only_a) / n
+    standard_error = math.sqrt(max((only_a + only_b) / n - difference ** 2, 0.0) / n)
+    disagree = only_a + only_b
+    tail = sum(math.comb(disagree, k) for k in range(min(only_a, only_b) + 1))  # exact integers
+    p_value = min(1.0, 2 * tail / 2 ** disagree)
+    return {"n": n, "only_a": only_a, "only_b": only_b, "difference": difference,
+            "standard_error": standard_error, "p_value": p_value}
+
+
+def _correct_vector(x, who):
+    if not isinstance(x, np.ndarray) or x.dtype != np.bool_ or x.ndim != 1 or x.size == 0:
+        found = (f"{x.ndim}-D {x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray)
+                 else type(x).__name__)
+        raise ValueError(f"{who}: expected a non-empty 1-D bool array (image i classified correctly), "
+                         f"got {found}")
+    return x
 
 
 # ---------------------------------------------------------------- formatting
