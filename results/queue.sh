@@ -5,8 +5,10 @@
 #   sh results/queue.sh A &      # resnet20-fp, resnet20-tex2, resnet{32,44,56}-fp
 #   sh results/queue.sh B &      # resnet20-ternary, resnet20-ternary-ft, resnet{32,44,56}-ternary
 #
-# Each run starts if its folder has no last.npz, resumes (--resume) if it has
-# one, and is skipped once it has finished (result.json).  A finished ternary
+# Each run starts if it has no folder yet, resumes (--resume) once its folder
+# holds a config.json (with a last.npz, or without one when it stopped in its
+# first epoch: then --resume starts it again from that config), and is skipped
+# once it has finished (result.json).  A finished ternary
 # run is also exported as final.packed.npz (python -m tqref export --format packed).  A session that ends
 # mid-epoch loses only that epoch: start the same two queues in the next one.
 # A run fine-tuned from another slot's run waits until that run has finished.
@@ -41,7 +43,7 @@ run() {
         echo "$name: finished"
     else
         resume=""
-        [ -f "$RESULTS/$name/last.npz" ] && resume="--resume"
+        [ -f "$RESULTS/$name/config.json" ] && resume="--resume"
         echo "$name: $(date -u +%FT%TZ) python -m tqref train $* --seed 0 --no-progress --out $RESULTS/$name $resume"
         python -m tqref train "$@" --seed 0 --no-progress --out "$RESULTS/$name" $resume
     fi

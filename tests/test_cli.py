@@ -101,6 +101,21 @@ def test_resume_continues_a_run(cifar, tmp_path, capsys):
     assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
 
 
+def test_resume_a_run_stopped_in_its_first_epoch(run, tmp_path, capsys):
+    # what an interrupt in epoch 1 leaves: the settings only (the CLI's own hint
+    # after an interrupt is "continue with --resume", which must work here too)
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "config.json").write_bytes((run / "config.json").read_bytes())
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "stopped before its first epoch ended, so it starts again from its saved settings" in \
+        capsys.readouterr().out
+    assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+    # the same settings and seed: the same run as the fixture's
+    assert (json.loads((out / "log.jsonl").read_text().splitlines()[-1])["test_top1"]
+            == json.loads((run / "log.jsonl").read_text().splitlines()[-1])["test_top1"])
+
+
 def test_summary(run, capsys):
     pytest.importorskip("tqref.summary")
     assert main(["summary", str(run / "last.npz")]) == 0

@@ -1,6 +1,6 @@
 """results/queue.sh, the script that starts and resumes the background runs
 of results/, with a stand-in ``python`` that only records its arguments: the
-order of the runs, --resume when a last.npz exists, skipping a finished run
+order of the runs, --resume once a run has started (its config.json exists), skipping a finished run
 (result.json), waiting for the run a fine-tune starts from, and the packed
 export of finished ternary runs."""
 
@@ -18,11 +18,15 @@ QUEUE = REPO_ROOT / "results" / "queue.sh"
 pytestmark = pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX sh")
 
 
-def _queue(tmp_path, slot, finished=(), started=()):
-    """Start the queue of ``slot`` with a stand-in python; returns (process, results folder, calls file)."""
+def _queue(tmp_path, slot, finished=(), started=(), first_epoch=()):
+    """Start the queue of ``slot`` with a stand-in python; returns (process, results folder, calls file).
+    Run folders: ``finished`` and ``started`` ones hold a config.json and a last.npz, the
+    ``first_epoch`` ones (stopped before their first checkpoint) only the config.json."""
     results = tmp_path / "results"
-    for name in finished + started:
+    for name in finished + started + first_epoch:
         (results / name).mkdir(parents=True, exist_ok=True)
+        (results / name / "config.json").write_text("{}")
+    for name in finished + started:
         (results / name / "last.npz").write_bytes(b"")
     for name in finished:
         (results / name / "result.json").write_text("{}")
@@ -43,14 +47,15 @@ def _calls(results, calls):
     return [line.replace(str(results) + "/", "") for line in lines]
 
 
-def _run_queue(tmp_path, slot, finished=(), started=()):
-    proc, results, calls = _queue(tmp_path, slot, finished, started)
+def _run_queue(tmp_path, slot, finished=(), started=(), first_epoch=()):
+    proc, results, calls = _queue(tmp_path, slot, finished, started, first_epoch)
     out, err = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), _calls(results, calls)
 
 
 def test_slot_a_resumes_skips_and_continues_in_order(tmp_path):
-    proc, calls = _run_queue(tmp_path, "A", finished=("resnet20-fp",), started=("resnet32-fp",))
+    proc, calls = _run_queue(tmp_path, "A", finished=("resnet20-fp",), started=("resnet32-fp",),
+                             first_epoch=("resnet56-fp",))
     assert proc.returncode == 0, proc.stderr
     assert "resnet20-fp: finished" in proc.stdout
     trains = [c for c in calls if c.startswith("-m tqref train")]
@@ -60,7 +65,8 @@ def test_slot_a_resumes_skips_and_continues_in_order(tmp_path):
     assert "--ternary --t-ex 2 --init-from" in tex2 and "resnet20-fp/last.npz" in tex2
     assert "--lr 0.01 --epochs 40 --milestones 20 30 --gammas 0.1 0.1" in tex2
     assert trains[1].endswith("--resume")            # resnet32-fp has a last.npz
-    assert not trains[2].endswith("--resume")
+    assert not trains[2].endswith("--resume")        # resnet44-fp has no folder yet
+    assert trains[3].endswith("--resume")            # resnet56-fp stopped in its first epoch
     assert "--lr 0.01 --epochs 30 --milestones 1 12 18 24 --gammas 10 0.1 0.1 0.5" in trains[3]
     # the t_ex = 2 run is ternary: exported once trained
     assert calls[calls.index(tex2) + 1] == ("-m tqref export resnet20-tex2/last.npz "

@@ -186,6 +186,33 @@ def test_resume_trims_log_lines_past_the_checkpoint(data, tmp_path):
     assert [r["epoch"] for r in log] == [1, 2] and log[1]["test_top1"] != 0.99
 
 
+@pytest.mark.parametrize("init_from", [False, True], ids=["from-scratch", "fine-tune"])
+def test_resume_before_the_first_checkpoint_starts_the_run_again(data, tmp_path, init_from):
+    config = _config(epochs=2)
+    if init_from:
+        _trainer(data, tmp_path / "start", _config(epochs=1)).fit()
+        config = _config(epochs=2, lr=0.01, init_from=str(tmp_path / "start" / "last.npz"))
+    _trainer(data, tmp_path / "straight", config).fit()
+    # killed during epoch 1: the constructor wrote config.json, no checkpoint yet;
+    # and a log line of epoch 1 that its checkpoint never followed
+    stopped = tmp_path / "stopped"
+    _trainer(data, stopped, config)
+    assert sorted(p.name for p in stopped.iterdir()) == ["config.json"]
+    (stopped / "log.jsonl").write_text(json.dumps({"epoch": 1, "test_top1": 0.99}) + "\n")
+    with pytest.raises(FileExistsError, match="already exists and is not empty"):
+        _trainer(data, stopped, config)
+    with pytest.raises(ValueError, match=r"differ from the ones given: lr="):
+        _trainer(data, stopped, {"lr": 0.5}, resume=True)  # its settings hold, as for any resume
+    resumed = _trainer(data, stopped, None, resume=True)
+    assert resumed.start_epoch == 0 and resumed.checkpoint is None
+    resumed.fit()
+    a, b = _npz(tmp_path / "straight" / "last.npz"), _npz(stopped / "last.npz")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key  # the run it would have been
+    assert [r["epoch"] for r in read_log(stopped)] == [1, 2] and read_log(stopped)[0]["test_top1"] != 0.99
+
+
 def test_resume_may_extend_but_not_change_a_run(data, tmp_path):
     run = tmp_path / "run"
     _trainer(data, run, _config(epochs=1)).fit()

@@ -286,7 +286,9 @@ def _cmd_train(args):
             given[key] = tuple(given[key])
     if args.resume:
         trainer = Trainer(given, args.out, resume=True, progress=not args.no_progress, log=_log)
-        print(f"resuming {args.out} after epoch {trainer.start_epoch}", flush=True)
+        print(f"resuming {args.out} after epoch {trainer.start_epoch}" if trainer.start_epoch else
+              f"resuming {args.out}: it stopped before its first epoch ended, so it starts again "
+              f"from its saved settings", flush=True)
     else:
         trainer = Trainer(TrainConfig(**given), args.out, progress=not args.no_progress, log=_log)
     print(trainer.describe(), flush=True)

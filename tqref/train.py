@@ -32,7 +32,9 @@ Exact resume: everything that decides the next epoch is in last.npz (weights,
 BN statistics, momentum buffers, the Generator's state, the epoch), so
 ``Trainer(..., resume=True)`` continues to the same final weights as a run
 that was never stopped.  A run killed at any moment loses at most the epoch
-in progress.
+in progress; one killed during its first epoch has no last.npz yet, and
+resuming it starts it again from its config.json (the same settings and
+seed, so the same run).
 """
 
 import dataclasses
@@ -231,7 +233,8 @@ class Trainer:
               ``epochs`` (to extend a run) and ``data_dir`` replace the saved
               ones, any other key must equal the saved value
     run_dir:  the run folder; must be absent or empty unless resume=True
-    resume:   continue from run_dir/last.npz
+    resume:   continue from run_dir/last.npz (a run stopped before its first
+              checkpoint: start it again from run_dir/config.json)
     data:     optional dict as returned by ``tqref.data.load_cifar10`` (tests pass
               a small one); loaded from ``config.data_dir`` otherwise
     log:      function printing one line (per epoch summary); progress: tqdm bars
@@ -246,6 +249,7 @@ class Trainer:
         self.log, self.progress = log, progress
         self.resume = resume
         self._created_dir = False
+        self.checkpoint = None  # the checkpoint resumed from, if any
         if resume:
             self._prepare_resume(config)
         else:
@@ -268,16 +272,29 @@ class Trainer:
 
     def _prepare_resume(self, config):
         d = self.run_dir
-        last = d / "last.npz"
-        if not last.is_file():
-            hint = " (the run stopped before its first checkpoint)" if (d / "config.json").is_file() else ""
-            raise FileNotFoundError(f"--resume: no checkpoint {last}{hint}; nothing to resume")
-        tio.check_writable_dir(d, "run folder")
-        self.checkpoint = tio.load_checkpoint(last)
+        last, saved_config = d / "last.npz", d / "config.json"
+        if last.is_file():
+            tio.check_writable_dir(d, "run folder")
+            self.checkpoint = tio.load_checkpoint(last)
+            settings, source = self.checkpoint.config, f"checkpoint {last}"
+        elif saved_config.is_file():
+            # The run stopped before its first checkpoint: nothing was trained, so
+            # resuming it is starting it again from its saved settings (and seed),
+            # which gives the run it would have been.
+            tio.check_writable_dir(d, "run folder")
+            self.checkpoint = None
+            try:
+                settings = json.loads(saved_config.read_text())
+            except (OSError, ValueError) as err:
+                raise tio.CheckpointError(f"--resume: {saved_config} is not readable JSON: {err}") from None
+            source = str(saved_config)
+        else:
+            raise FileNotFoundError(f"--resume: no checkpoint {last} and no {saved_config} of a "
+                                    f"started run; nothing to resume")
         try:
-            saved = TrainConfig.from_dict(self.checkpoint.config)
-        except (TypeError, ValueError) as err:
-            raise tio.CheckpointError(f"checkpoint {last}: its config is not a TrainConfig: {err}") from None
+            saved = TrainConfig.from_dict(settings)
+        except (TypeError, ValueError, AttributeError) as err:
+            raise tio.CheckpointError(f"{source}: its config is not a TrainConfig: {err}") from None
         overrides = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
         for key in ("epochs", "data_dir"):  # the two settings a resumed run may change
             if overrides.get(key) is not None:
@@ -315,7 +332,7 @@ class Trainer:
         self.start_epoch = 0
         self.best = {"best_top1": -1.0, "best_top5": 0.0, "best_epoch": 0}
 
-        if self.resume:
+        if self.checkpoint is not None:
             ck = self.checkpoint
             tio.load_state_into(self.model, ck.model_state, f"checkpoint {ck.path}", ck.config.get("model"))
             try:
@@ -328,9 +345,12 @@ class Trainer:
             self.start_epoch = ck.epoch
             self.best.update({k: ck.metrics[k] for k in self.best if k in ck.metrics})
             self._trim_log(ck.epoch)
-        elif c.init_from:
-            state, saved_model = tio.read_weights(c.init_from)
-            tio.load_state_into(self.model, state, f"--init-from {c.init_from}", saved_model)
+        else:
+            if c.init_from:
+                state, saved_model = tio.read_weights(c.init_from)
+                tio.load_state_into(self.model, state, f"--init-from {c.init_from}", saved_model)
+            if self.resume:  # restarted before its first checkpoint: drop a log line of that epoch
+                self._trim_log(0)
 
         # written last, so a start that fails leaves an empty folder; rewritten on
         # resume, where --epochs may have extended the run
@@ -356,7 +376,7 @@ class Trainer:
                 f"{c.batch_size}, {c.describe_schedule()}, SGD momentum {c.momentum:g}"
                 f"{' Nesterov' if c.nesterov else ''}, weight decay {c.weight_decay:g}"
                 f"{'' if c.augment else ', no augmentation'}"
-                f"{', initialised from ' + c.init_from if c.init_from and not self.resume else ''};\n"
+                f"{', initialised from ' + c.init_from if c.init_from and self.start_epoch == 0 else ''};\n"
                 f"       run folder {self.run_dir}")
 
     # ------------------------------------------------------------ training
