@@ -334,3 +334,28 @@ def test_nb08_ex4_the_first_epochs_at_each_learning_rate():
     assert all(np.isclose(lr[e], 0.1 * 0.1 * 0.1 * 0.5, rtol=1e-12) for e in range(161, 201))
     for r in records:
         assert np.isclose(r["lr"], lr[r["epoch"]], rtol=1e-12)
+
+
+def test_nb08_ex5_disagreements_needed_for_a_significant_gap():
+    from tqref.compare import paired_difference
+    n, disagree = 10_000, 700
+
+    def p_value(c_minus_b):
+        b = (disagree - c_minus_b) // 2
+        a = np.zeros(n, bool)
+        a[:b] = True                                    # only the first network right
+        second = np.zeros(n, bool)
+        second[b:disagree] = True                       # only the second right: c = 700 - b
+        second[disagree:disagree + 8000] = a[disagree:disagree + 8000] = True  # both right
+        out = paired_difference(a, second)
+        assert (out["only_a"], out["only_b"]) == (b, disagree - b)
+        return out["p_value"], out["difference"]
+
+    # b + c is even, so c - b steps by 2; the smallest significant distance:
+    smallest = next(k for k in range(0, disagree + 1, 2) if p_value(k)[0] < 0.05)
+    assert smallest == 54                               # p(52) = 0.054 ≥ 0.05 > p(54) = 0.045
+    assert p_value(52)[0] >= 0.05
+    # the normal approximation says 51.9; the exact test asks for a little more
+    # (the discreteness of the binomial: a continuity correction of one count)
+    assert 1.96 * np.sqrt(disagree) < smallest < 1.96 * np.sqrt(disagree) + 3
+    assert np.isclose(p_value(smallest)[1], 0.0054)    # a gap of 0.54 points, far above 0.2
