@@ -11,6 +11,10 @@
 # once it has finished (result.json).  A finished ternary
 # run is also exported as final.packed.npz (python -m tqref export --format packed).  A session that ends
 # mid-epoch loses only that epoch: start the same two queues in the next one.
+# A finished run's last.npz and best.npz are then published weights only
+# (export --format weights, in place): their momentum buffers serve --resume
+# alone and double the file, and with them a ResNet-44's last.npz (5.4 MB)
+# no longer fits the repository's 5 MB limit for a file.
 # A run fine-tuned from another slot's run waits until that run has finished.
 #
 # Python runs the tqref next to this script (so a queue can run from a git
@@ -52,6 +56,9 @@ run() {
             [ -f "$RESULTS/$name/final.packed.npz" ] ||
                 python -m tqref export "$RESULTS/$name/last.npz" "$RESULTS/$name/final.packed.npz" --format packed ;;
     esac
+    for checkpoint in last best; do  # left as it is once weights only
+        python -m tqref export "$RESULTS/$name/$checkpoint.npz" "$RESULTS/$name/$checkpoint.npz" --format weights
+    done
 }
 
 case "$1" in

@@ -283,3 +283,18 @@ def test_export_packed_and_evaluate_it(cifar, tmp_path, capsys):
     model, _ = load_model(out / "last.npz")
     np.savez(tmp_path / "fp32.npz", **model.state_dict())
     assert packed.stat().st_size * 14 <= (tmp_path / "fp32.npz").stat().st_size
+
+    # the checkpoint as results/ publishes it: in place, without momentum buffers
+    full_size = (out / "last.npz").stat().st_size
+    assert main(["export", str(out / "last.npz"), str(out / "last.npz"), "--format", "weights"]) == 0
+    said = capsys.readouterr().out
+    assert f"({full_size:,} bytes) without its momentum buffers" in said and "cannot be resumed" in said
+    assert (out / "last.npz").stat().st_size < 0.6 * full_size
+    assert main(["export", str(out / "last.npz"), str(out / "last.npz"), "--format", "weights"]) == 0
+    assert "already holds the weights only: left as it is" in capsys.readouterr().out
+    assert main(["evaluate", str(out / "last.npz"), "--json", "--data-dir", str(cifar)]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == results[0]["top1"]
+    assert main(["export", str(out / "last.npz"), str(tmp_path / "p2.npz"), "--format", "packed"]) == 0
+    assert "weights only)" in capsys.readouterr().out
+    line = _error(capsys, ["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"])
+    assert "holds the weights only" in line and "--init-from" in line

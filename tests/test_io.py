@@ -87,6 +87,38 @@ def test_checkpoint_round_trip_without_pickle(tmp_path):
         np.testing.assert_array_equal(fresh.state_dict()[name], value)
 
 
+def test_weights_only_checkpoint_keeps_all_but_the_momentum_buffers(tmp_path):
+    path, slim = tmp_path / "c.npz", tmp_path / "slim.npz"
+    model, opt, _ = _save_small(path)
+    full = tio.load_checkpoint(path)
+    assert not full.weights_only and any(k.startswith("momentum.") for k in full.optim_state)
+    out, before, after = tio.save_weights_only(path, slim)
+    assert out == slim and before == path.stat().st_size and after == slim.stat().st_size
+    ckpt = tio.load_checkpoint(slim)
+    assert ckpt.weights_only
+    assert sorted(ckpt.optim_state) == sorted(k for k in full.optim_state if not k.startswith("momentum."))
+    assert int(ckpt.optim_state["step_count"]) == int(full.optim_state["step_count"]) > 0
+    assert (ckpt.config, ckpt.epoch, ckpt.schedule, ckpt.rng_state, ckpt.metrics) == \
+        (full.config, full.epoch, full.schedule, full.rng_state, full.metrics)
+    for name, value in full.model_state.items():
+        np.testing.assert_array_equal(ckpt.model_state[name], value)
+    # the buffers are as large as the weights: about half of the file goes
+    weight_bytes = sum(v.nbytes for v in full.model_state.values())
+    momentum_bytes = sum(v.nbytes for k, v in full.optim_state.items() if k.startswith("momentum."))
+    assert before - after >= momentum_bytes > weight_bytes // 2
+
+    # in place: once written, a weights-only file is left untouched
+    data = slim.read_bytes()
+    assert tio.save_weights_only(slim, slim) == (slim, after, after) and slim.read_bytes() == data
+    tio.save_weights_only(path, path)
+    assert tio.load_checkpoint(path).weights_only and path.stat().st_size == after
+    # the PyTorch export's num_batches_tracked still is the step count
+    tio.export_torch(slim, tmp_path / "t.npz")
+    with np.load(tmp_path / "t.npz") as z:
+        counts = {int(z[k]) for k in z.files if k.endswith("num_batches_tracked")}
+    assert counts == {int(full.optim_state["step_count"])}
+
+
 def test_truncated_checkpoint_is_refused(tmp_path):
     path = tmp_path / "c.npz"
     _save_small(path)

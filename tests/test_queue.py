@@ -1,8 +1,8 @@
 """results/queue.sh, the script that starts and resumes the background runs
 of results/, with a stand-in ``python`` that only records its arguments: the
 order of the runs, --resume once a run has started (its config.json exists), skipping a finished run
-(result.json), waiting for the run a fine-tune starts from, and the packed
-export of finished ternary runs."""
+(result.json), waiting for the run a fine-tune starts from, the packed
+export of finished ternary runs and the weights-only checkpoints of all finished runs."""
 
 import os
 import pathlib
@@ -71,13 +71,20 @@ def test_slot_a_resumes_skips_and_continues_in_order(tmp_path):
     # the t_ex = 2 run is ternary: exported once trained
     assert calls[calls.index(tex2) + 1] == ("-m tqref export resnet20-tex2/last.npz "
                                             "resnet20-tex2/final.packed.npz --format packed")
+    # every finished run, trained now or before, is published weights only
+    for name in ("resnet20-fp", "resnet20-tex2", "resnet32-fp"):
+        for checkpoint in ("last", "best"):
+            assert f"-m tqref export {name}/{checkpoint}.npz {name}/{checkpoint}.npz --format weights" in calls
+    assert calls[0] == "-m tqref export resnet20-fp/last.npz resnet20-fp/last.npz --format weights"
 
 
 def test_slot_b_exports_a_finished_ternary_run_that_lacks_its_packed_file(tmp_path):
     proc, calls = _run_queue(tmp_path, "B", finished=("resnet20-ternary", "resnet20-fp"))
     assert proc.returncode == 0, proc.stderr
-    assert calls[0] == ("-m tqref export resnet20-ternary/last.npz "
-                        "resnet20-ternary/final.packed.npz --format packed")
+    assert calls[:3] == ["-m tqref export resnet20-ternary/last.npz "
+                         "resnet20-ternary/final.packed.npz --format packed",
+                         "-m tqref export resnet20-ternary/last.npz resnet20-ternary/last.npz --format weights",
+                         "-m tqref export resnet20-ternary/best.npz resnet20-ternary/best.npz --format weights"]
     trains = [c for c in calls if "train" in c]
     assert [c.split("--out ")[1].split()[0] for c in trains] == [
         "resnet20-ternary-ft", "resnet32-ternary", "resnet44-ternary", "resnet56-ternary"]

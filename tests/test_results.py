@@ -5,7 +5,8 @@ holds a last.npz is checked to be what its files say it is.
         checkpoint's epoch is a logged epoch, its accuracies (and for ternary
         runs the share of zero codes) are the ones logged for that epoch;
         a finished run's result.json holds the log's numbers, and its
-        last.npz / best.npz hold the final / best logged epoch;
+        last.npz / best.npz hold the final / best logged epoch, weights
+        only (without momentum buffers, every file under 5 MB);
     (b) each checkpoint (last.npz, best.npz) evaluated on the CIFAR-10 test
         set (tqref.train.evaluate, as ``python -m tqref evaluate`` does)
         gives the top-1 logged for its epoch — exactly
@@ -154,6 +155,18 @@ def test_a_finished_runs_result_json_is_its_log(run_dir):
     for name, epoch in (("last.npz", final["epoch"]), ("best.npz", best["epoch"])):
         if (run_dir / name).is_file():
             assert tio.load_checkpoint(run_dir / name).epoch == epoch, f"{name} is not epoch {epoch}"
+
+
+def test_a_finished_run_is_published_weights_only(run_dir):
+    """queue.sh rewrites a finished run's checkpoints without their momentum
+    buffers (export --format weights), so that every one stays under the
+    repository's 5 MB limit for a file."""
+    if not (run_dir / "result.json").is_file():
+        pytest.skip(f"{run_dir.name} is still training")
+    for name in ("last.npz", "best.npz"):
+        assert tio.load_checkpoint(run_dir / name).weights_only, f"{run_dir.name}/{name} holds momentum buffers"
+    too_big = {p.name: p.stat().st_size for p in run_dir.iterdir() if p.stat().st_size > 5_000_000}
+    assert not too_big, f"{run_dir.name}: files over 5 MB: {too_big}"
 
 
 # ---------------------------------------------------------------- (b) it evaluates to the log

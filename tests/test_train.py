@@ -224,6 +224,21 @@ def test_resume_may_extend_but_not_change_a_run(data, tmp_path):
         _trainer(data, tmp_path / "elsewhere", None, resume=True)
 
 
+def test_a_weights_only_checkpoint_is_not_resumed_but_starts_a_new_run(data, tmp_path):
+    run = tmp_path / "run"
+    _trainer(data, run, _config(epochs=1)).fit()
+    full = tio.load_checkpoint(run / "last.npz")
+    tio.save_weights_only(run / "last.npz", run / "last.npz")  # as the published runs are
+    before = (run / "last.npz").read_bytes()
+    with pytest.raises(tio.CheckpointError, match=r"holds the weights only .* cannot continue exactly.*"
+                                                  r"--init-from .*last.npz --out NEW_FOLDER"):
+        _trainer(data, run, {"epochs": 2}, resume=True)
+    assert (run / "last.npz").read_bytes() == before and [r["epoch"] for r in read_log(run)] == [1]
+    tuned = _trainer(data, tmp_path / "tuned", _config(epochs=1, init_from=str(run / "last.npz")))
+    for name, value in tuned.model.state_dict().items():
+        np.testing.assert_array_equal(value, full.model_state[name])
+
+
 # ---------------------------------------------------------------- fine-tuning
 def test_init_from_full_precision_into_ternary(data, tmp_path):
     pytest.importorskip("tqref.ternary")

@@ -193,12 +193,16 @@ def _add_export(sub):
                "  net.load_state_dict(state)\n"
                "packed ternary file (about 1/14 of the float32 checkpoint for ResNet-20):\n"
                "  python -m tqref export runs/r20t/best.npz r20t_packed.npz --format packed\n"
-               "  python -m tqref evaluate r20t_packed.npz")
+               "  python -m tqref evaluate r20t_packed.npz\n"
+               "a finished run's checkpoint without the momentum buffers (as published in results/):\n"
+               "  python -m tqref export runs/r20t/last.npz runs/r20t/last.npz --format weights")
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by 'train'")
     p.add_argument("output", metavar="OUT.npz", help="file to write")
-    p.add_argument("--format", choices=("torch", "packed"), default="torch",
+    p.add_argument("--format", choices=("torch", "packed", "weights"), default="torch",
                    help="torch: PyTorch state-dict naming, float32 (default); packed: ternary codes at "
-                        "2 bits (or 1.6 with --packing base3), BN folded, for 'evaluate' and tqref.deploy")
+                        "2 bits (or 1.6 with --packing base3), BN folded, for 'evaluate' and tqref.deploy; "
+                        "weights: the tqref checkpoint without its momentum buffers (half the size; "
+                        "everything reads it but --resume; OUT may be CKPT itself)")
     p.add_argument("--packing", choices=("2bit", "base3"), default="2bit",
                    help="code packing of --format packed: 4 codes per byte (default) or 5 per byte")
     p.set_defaults(func=_cmd_export)
@@ -380,8 +384,23 @@ def _cmd_export(args):
                           metadata={"checkpoint": os.path.basename(str(args.checkpoint)), "epoch": ckpt.epoch,
                                     "config": ckpt.config})
         size = os.path.getsize(args.checkpoint)
+        holds = "weights only" if ckpt.weights_only else "includes optimiser state"
         print(f"wrote {args.output}: {n:,} bytes ({args.packing} codes, BN folded); "
-              f"checkpoint {size:,} bytes ({size / n:.1f}x larger, includes optimiser state)")
+              f"checkpoint {size:,} bytes ({size / n:.1f}x larger, {holds})")
+        return 0
+    if args.format == "weights":
+        from pathlib import Path
+
+        from tqref.io import load_checkpoint, save_weights_only
+        in_place = Path(args.output).exists() and Path(args.output).resolve() == Path(args.checkpoint).resolve()
+        already = in_place and load_checkpoint(args.checkpoint).weights_only
+        path, before, after = save_weights_only(args.checkpoint, args.output)
+        if already:
+            print(f"{path} already holds the weights only: left as it is ({after:,} bytes)")
+        else:
+            print(f"wrote {path}: {after:,} bytes, the weights of {args.checkpoint} ({before:,} bytes) "
+                  f"without its momentum buffers; it cannot be resumed, but --init-from, evaluate and "
+                  f"the other exports read it")
         return 0
     from tqref.io import export_torch
     path, n, model = export_torch(args.checkpoint, args.output)

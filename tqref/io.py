@@ -12,6 +12,13 @@ allow_pickle=False)`` opens: nothing in it can run code.  Its keys:
     best_top1, best_epoch, best_top5
     model/<name>      the model's state_dict (latent weights for ternary layers)
     optim/<key>       ``tqref.optim.SGD.state_dict()`` (momentum buffers, step count, lr)
+    weights_only      True in a checkpoint written by ``save_weights_only``
+
+A weights-only checkpoint (``save_weights_only``; ``python -m tqref export
+CKPT OUT --format weights``) is the same file without the momentum buffers,
+which are as large as the weights themselves: about half the size, and
+everything but ``--resume`` reads it (evaluate, summary, plot, the exports,
+``--init-from``).  The finished runs in results/ are published this way.
 
 Writes are atomic (``atomic_savez``): the arrays go to a temporary file in
 the same folder, which is flushed to disk (fsync) and then renamed over the
@@ -181,12 +188,14 @@ class Checkpoint:
     """What ``load_checkpoint`` read: ``model_state`` and ``optim_state``
     (dicts of arrays), ``config`` (dict), ``epoch``, ``schedule`` (text),
     ``rng_state`` (JSON text or None), ``metrics`` (top1, top5, best_top1,
-    best_top5, best_epoch), ``path``."""
+    best_top5, best_epoch), ``path``, ``weights_only`` (True: the momentum
+    buffers were left out, so it cannot be resumed)."""
 
-    def __init__(self, path, model_state, optim_state, config, epoch, schedule, rng_state, metrics):
+    def __init__(self, path, model_state, optim_state, config, epoch, schedule, rng_state, metrics,
+                 weights_only=False):
         self.path, self.model_state, self.optim_state = Path(path), model_state, optim_state
         self.config, self.epoch, self.schedule, self.rng_state = config, epoch, schedule, rng_state
-        self.metrics = metrics
+        self.metrics, self.weights_only = metrics, weights_only
 
     def __repr__(self):
         return (f"Checkpoint({str(self.path)!r}, model={self.config.get('model')!r}, "
@@ -241,7 +250,34 @@ def load_checkpoint(path):
         model_state={k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")},
         optim_state={k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")},
         config=config, epoch=scalar("epoch", int, 0), schedule=scalar("schedule", str, ""),
-        rng_state=scalar("rng_state", str), metrics=metrics)
+        rng_state=scalar("rng_state", str), metrics=metrics, weights_only=scalar("weights_only", bool, False))
+
+
+MOMENTUM_KEYS = "optim/momentum."
+
+
+def save_weights_only(checkpoint_path, out_path):
+    """Write ``checkpoint_path`` to ``out_path`` without the optimiser's
+    momentum buffers, atomically; ``out_path`` may be ``checkpoint_path``.
+
+    The buffers (one per parameter, as large as the weights) only serve to
+    continue training exactly; the weights, BN statistics, settings, epoch,
+    accuracies and the optimiser's step count (the PyTorch export's
+    ``num_batches_tracked``) are kept.  A checkpoint that already is weights
+    only is left untouched (rewriting it would change only its zip dates).
+
+    Returns (out_path, bytes before, bytes after).
+    """
+    source, out = Path(checkpoint_path), Path(out_path)
+    ckpt = load_checkpoint(source)  # checks the file before anything is written
+    before = source.stat().st_size
+    if ckpt.weights_only and out.exists() and out.resolve() == source.resolve():
+        return out, before, before
+    with np.load(source, allow_pickle=False) as z:
+        arrays = {key: z[key] for key in z.files if not key.startswith(MOMENTUM_KEYS)}
+    arrays["weights_only"] = np.array(True)
+    atomic_savez(out, arrays)
+    return out, before, out.stat().st_size
 
 
 def load_state_into(model, state, source, saved_model=None):

@@ -276,6 +276,13 @@ class Trainer:
         if last.is_file():
             tio.check_writable_dir(d, "run folder")
             self.checkpoint = tio.load_checkpoint(last)
+            if self.checkpoint.weights_only:
+                # without the momentum buffers the next step would differ from
+                # the one the run would have taken: not a resume, a new run
+                raise tio.CheckpointError(
+                    f"--resume: {last} holds the weights only (its momentum buffers were left out by "
+                    f"'export --format weights', as in a published run), so the run cannot continue "
+                    f"exactly. Start a new run from it instead: --init-from {last} --out NEW_FOLDER")
             settings, source = self.checkpoint.config, f"checkpoint {last}"
         elif saved_config.is_file():
             # The run stopped before its first checkpoint: nothing was trained, so

@@ -11,7 +11,9 @@
 # two cores of this CPU. A run takes days: it is stopped at the end of each
 # working session and continued with `--resume` at the next one, from
 # `last.npz`, which holds everything the next epoch depends on (weights,
-# batch-norm statistics, momentum buffers, the random state). The commands,
+# batch-norm statistics, momentum buffers, the random state); once a run has
+# finished, its `last.npz` and `best.npz` are published without the momentum
+# buffers (`export --format weights`), which only resuming needs. The commands,
 # and two caveats, are in `results/README.md`: the code was made faster
 # between sessions, so a run is not bit-identical to an uninterrupted one;
 # and 55,000 of the 60,000 images of the CIFAR-10 copy used here were rebuilt
