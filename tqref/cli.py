@@ -391,11 +391,9 @@ def _cmd_export(args):
     if args.format == "weights":
         from pathlib import Path
 
-        from tqref.io import load_checkpoint, save_weights_only
-        in_place = Path(args.output).exists() and Path(args.output).resolve() == Path(args.checkpoint).resolve()
-        already = in_place and load_checkpoint(args.checkpoint).weights_only
+        from tqref.io import save_weights_only
         path, before, after = save_weights_only(args.checkpoint, args.output)
-        if already:
+        if before == after and path.resolve() == Path(args.checkpoint).resolve():  # nothing to drop: untouched
             print(f"{path} already holds the weights only: left as it is ({after:,} bytes)")
         else:
             print(f"wrote {path}: {after:,} bytes, the weights of {args.checkpoint} ({before:,} bytes) "

@@ -266,7 +266,10 @@ def save_weights_only(checkpoint_path, out_path):
     ``num_batches_tracked``) are kept.  A checkpoint that already is weights
     only is left untouched (rewriting it would change only its zip dates).
 
-    Returns (out_path, bytes before, bytes after).
+    Returns (out_path, bytes before, bytes after); for an untouched file
+    out_path is checkpoint_path and the two sizes are equal (a rewrite in
+    place always changes the size: it drops the buffers or adds the
+    ``weights_only`` flag).
     """
     source, out = Path(checkpoint_path), Path(out_path)
     ckpt = load_checkpoint(source)  # checks the file before anything is written
