@@ -437,6 +437,11 @@ def test_logits(model):
                                for i in range(0, len(test_images), 250)])
 
 
+def right_answers(model):
+    """Per test image, whether the model's top-1 class is its label: (10000,) booleans."""
+    return test_logits(model).argmax(axis=1) == test_labels
+
+
 evaluated = {}
 for label, s in pair:
     evaluated[label] = evaluate(s.model, test_images, test_labels)
@@ -556,7 +561,7 @@ def paired_report(reference, reference_right, candidates):
 if fp:
     # the aims: t_ex = 1 within 0.2 points of full precision, t_ex = 2 at or above it
     candidates = [(ternary.name, correct["ternary"], 0.002)] if ternary else []
-    candidates += [(s.name, test_logits(s.model).argmax(axis=1) == test_labels, 0.002 if s.config.t_ex == 1 else 0.0)
+    candidates += [(s.name, right_answers(s.model), 0.002 if s.config.t_ex == 1 else 0.0)
                    for _, s in finetuned]
     paired_report(f"{fp.name} (full precision, epoch {fp.epoch})", correct["full precision"], candidates)
 else:
@@ -629,7 +634,7 @@ if deeper:
                 and row["fp"]["finished"] and row["ternary"]["finished"]]
     for row in finished:
         final = {key: snapshot(row[key]) for key in ("fp", "ternary")}
-        right = {key: test_logits(s.model).argmax(axis=1) == test_labels for key, s in final.items()}
+        right = {key: right_answers(s.model) for key, s in final.items()}
         for key, s in final.items():  # the checkpoints give the logged numbers, as for ResNet-20
             assert abs(right[key].mean() - s.records[-1]["test_top1"]) <= 3e-4
         print()
