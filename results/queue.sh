@@ -17,6 +17,12 @@
 # no longer fits the repository's 5 MB limit for a file.
 # A run fine-tuned from another slot's run waits until that run has finished.
 #
+#   sh results/queue.sh split    # at the end of a session, once both queues are stopped
+#
+# makes every run still training fit the 5 MB limit for committing: its
+# last.npz split in two (export --format split: last.npz weights only and
+# last.momentum.npz, which --resume reads as one) and its best.npz weights only.
+#
 # Python runs the tqref next to this script (so a queue can run from a git
 # worktree of a fixed commit while the repository is being edited); the run
 # folders go to $RESULTS (default: this script's folder).  Data: $TQREF_DATA
@@ -73,8 +79,18 @@ case "$1" in
         run resnet20-ternary-ft --model resnet20 --ternary --init-from "$RESULTS/resnet20-fp/last.npz" $FINETUNE
         for depth in 32 44 56; do run resnet$depth-ternary --model resnet$depth --ternary $SHORT; done
         ;;
+    split)
+        for dir in "$RESULTS"/*/; do
+            if [ -f "$dir/last.npz" ] && [ ! -f "$dir/result.json" ]; then
+                python -m tqref export "${dir}last.npz" "${dir}last.npz" --format split
+                if [ -f "$dir/best.npz" ]; then
+                    python -m tqref export "${dir}best.npz" "${dir}best.npz" --format weights
+                fi
+            fi
+        done
+        ;;
     *)
-        echo "usage: sh results/queue.sh A|B" >&2
+        echo "usage: sh results/queue.sh A|B|split" >&2
         exit 2
         ;;
 esac

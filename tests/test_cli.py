@@ -284,8 +284,15 @@ def test_export_packed_and_evaluate_it(cifar, tmp_path, capsys):
     np.savez(tmp_path / "fp32.npz", **model.state_dict())
     assert packed.stat().st_size * 14 <= (tmp_path / "fp32.npz").stat().st_size
 
-    # the checkpoint as results/ publishes it: in place, without momentum buffers
+    # a run still training, as results/ keeps it between sessions: split in two
     full_size = (out / "last.npz").stat().st_size
+    halves = tmp_path / "halves"
+    halves.mkdir()
+    assert main(["export", str(out / "last.npz"), str(halves / "last.npz"), "--format", "split"]) == 0
+    said = capsys.readouterr().out
+    assert f"{halves / 'last.momentum.npz'} (its momentum buffers)" in said and f"({full_size:,} bytes)" in said
+    assert max(p.stat().st_size for p in halves.iterdir()) < 0.6 * full_size
+    # the checkpoint as results/ publishes it: in place, without momentum buffers
     assert main(["export", str(out / "last.npz"), str(out / "last.npz"), "--format", "weights"]) == 0
     said = capsys.readouterr().out
     assert f"({full_size:,} bytes) without its momentum buffers" in said and "cannot be resumed" in said

@@ -119,6 +119,49 @@ def test_weights_only_checkpoint_keeps_all_but_the_momentum_buffers(tmp_path):
     assert counts == {int(full.optim_state["step_count"])}
 
 
+def test_split_checkpoint_is_two_halves_that_resume_as_one(tmp_path):
+    path = tmp_path / "last.npz"
+    _save_small(path)
+    full = tio.load_checkpoint(path)
+    size = path.stat().st_size
+    out, side, before, after = tio.split_checkpoint(path, path)
+    assert (out, side, before) == (path, tmp_path / "last.momentum.npz", size)
+    assert after == path.stat().st_size + side.stat().st_size
+    # each half well under the whole (the buffers are as large as the weights)
+    assert max(path.stat().st_size, side.stat().st_size) < 0.7 * size
+    slim = tio.load_checkpoint(path)
+    assert slim.weights_only
+    restored = {**slim.optim_state, **tio.load_momentum(slim)}
+    assert sorted(restored) == sorted(full.optim_state)
+    for key, value in full.optim_state.items():
+        np.testing.assert_array_equal(restored[key], value)
+    for name, value in full.model_state.items():
+        np.testing.assert_array_equal(slim.model_state[name], value)
+
+    # again in place: a split pair is left as it is
+    pair = path.read_bytes(), side.read_bytes()
+    assert tio.split_checkpoint(path, path)[1:] == (side, path.stat().st_size, after)
+    assert (path.read_bytes(), side.read_bytes()) == pair
+    with pytest.raises(tio.CheckpointError, match="is split already .* copy the two files"):
+        tio.split_checkpoint(path, tmp_path / "elsewhere.npz")
+
+    # a momentum file of another state is refused, naming both epochs
+    other = tmp_path / "other.npz"
+    _save_small(other, epoch=4)
+    tio.split_checkpoint(other, other)
+    with pytest.raises(tio.CheckpointError, match=r"belongs to epoch 4 .* is epoch 3 .*not one state"):
+        tio.load_momentum(slim, tmp_path / "other.momentum.npz")
+    side.write_bytes(b"half a file")
+    with pytest.raises(tio.CheckpointError, match="momentum file .*not a readable .npz"):
+        tio.load_momentum(slim)
+    side.unlink()
+    with pytest.raises(tio.CheckpointError, match="holds the weights only and there is no .*last.momentum.npz"):
+        tio.load_momentum(slim)
+    # a weights-only checkpoint (no buffers anywhere) cannot be split
+    with pytest.raises(tio.CheckpointError, match="no .*last.momentum.npz"):
+        tio.split_checkpoint(path, path)
+
+
 def test_truncated_checkpoint_is_refused(tmp_path):
     path = tmp_path / "c.npz"
     _save_small(path)

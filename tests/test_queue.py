@@ -2,7 +2,8 @@
 of results/, with a stand-in ``python`` that only records its arguments: the
 order of the runs, --resume once a run has started (its config.json exists), skipping a finished run
 (result.json), waiting for the run a fine-tune starts from, the packed
-export of finished ternary runs and the weights-only checkpoints of all finished runs."""
+export of finished ternary runs and the weights-only checkpoints of all finished runs;
+and its ``split`` mode, which readies the runs still training for a commit."""
 
 import os
 import pathlib
@@ -108,6 +109,18 @@ def test_slot_b_fine_tunes_only_after_slot_a_has_finished_the_full_precision_run
     assert proc.returncode == 0, err
     trains = [c for c in _calls(results, calls) if "train" in c]
     assert trains[0].split("--out ")[1].split()[0] == "resnet20-ternary-ft" and len(trains) == 4
+
+
+def test_split_readies_only_the_runs_still_training_for_a_commit(tmp_path):
+    results = tmp_path / "results"
+    (results / "resnet56-ternary").mkdir(parents=True)
+    (results / "resnet56-ternary" / "best.npz").write_bytes(b"")
+    proc, calls = _run_queue(tmp_path, "split", finished=("resnet44-fp",),
+                             started=("resnet56-fp", "resnet56-ternary"), first_epoch=("resnet32-fp",))
+    assert proc.returncode == 0, proc.stderr
+    assert calls == ["-m tqref export resnet56-fp/last.npz resnet56-fp/last.npz --format split",
+                     "-m tqref export resnet56-ternary/last.npz resnet56-ternary/last.npz --format split",
+                     "-m tqref export resnet56-ternary/best.npz resnet56-ternary/best.npz --format weights"]
 
 
 def test_unknown_slot_is_refused(tmp_path):

@@ -6,7 +6,9 @@ holds a last.npz is checked to be what its files say it is.
         runs the share of zero codes) are the ones logged for that epoch;
         a finished run's result.json holds the log's numbers, and its
         last.npz / best.npz hold the final / best logged epoch, weights
-        only (without momentum buffers, every file under 5 MB);
+        only (without momentum buffers, every file under 5 MB); a run still
+        training can be resumed (its momentum buffers in last.npz or in
+        last.momentum.npz beside it);
     (b) each checkpoint (last.npz, best.npz) evaluated on the CIFAR-10 test
         set (tqref.train.evaluate, as ``python -m tqref evaluate`` does)
         gives the top-1 logged for its epoch — exactly
@@ -165,6 +167,20 @@ def test_a_finished_run_is_published_weights_only(run_dir):
         pytest.skip(f"{run_dir.name} is still training")
     for name in ("last.npz", "best.npz"):
         assert tio.load_checkpoint(run_dir / name).weights_only, f"{run_dir.name}/{name} holds momentum buffers"
+    too_big = {p.name: p.stat().st_size for p in run_dir.iterdir() if p.stat().st_size > 5_000_000}
+    assert not too_big, f"{run_dir.name}: files over 5 MB: {too_big}"
+
+
+def test_a_run_still_training_can_be_resumed(run_dir):
+    """A run committed mid-training keeps what --resume needs: a last.npz
+    with its momentum buffers, or (as results/README says the sessions commit
+    it) last.npz weights only with the fitting last.momentum.npz beside it
+    (export --format split), every file under the same 5 MB limit."""
+    if (run_dir / "result.json").is_file():
+        pytest.skip(f"{run_dir.name} has finished")
+    last = tio.load_checkpoint(run_dir / "last.npz")
+    if last.weights_only:
+        assert tio.load_momentum(last), f"{run_dir.name}/last.momentum.npz holds no buffers"
     too_big = {p.name: p.stat().st_size for p in run_dir.iterdir() if p.stat().st_size > 5_000_000}
     assert not too_big, f"{run_dir.name}: files over 5 MB: {too_big}"
 

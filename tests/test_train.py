@@ -147,8 +147,9 @@ def _stop_after(epoch):
     return hook
 
 
-@pytest.mark.parametrize("ternary", [False, True], ids=["full-precision", "ternary"])
-def test_resume_is_bit_identical(data, tmp_path, ternary):
+@pytest.mark.parametrize("ternary, split", [(False, False), (True, False), (True, True)],
+                         ids=["full-precision", "ternary", "ternary-split-checkpoint"])
+def test_resume_is_bit_identical(data, tmp_path, ternary, split):
     if ternary:
         pytest.importorskip("tqref.ternary")
     config = _config(ternary=ternary, t_ex=2 if ternary else 1, milestones=(2,), gammas=(0.1,))
@@ -157,9 +158,14 @@ def test_resume_is_bit_identical(data, tmp_path, ternary):
     with pytest.raises(Interrupt):
         _trainer(data, tmp_path / "stopped", config).fit(on_epoch_end=_stop_after(1))
     assert tio.load_checkpoint(tmp_path / "stopped" / "last.npz").epoch == 1
+    side = tmp_path / "stopped" / "last.momentum.npz"
+    if split:  # as a run still training is committed: two halves (export --format split)
+        tio.split_checkpoint(tmp_path / "stopped" / "last.npz", tmp_path / "stopped" / "last.npz")
+        assert tio.load_checkpoint(tmp_path / "stopped" / "last.npz").weights_only and side.is_file()
     resumed = _trainer(data, tmp_path / "stopped", None, resume=True)
     assert resumed.start_epoch == 1
     resumed.fit()
+    assert not side.exists()  # the full checkpoint of epoch 2 superseded the pair
 
     a, b = _npz(tmp_path / "straight" / "last.npz"), _npz(tmp_path / "stopped" / "last.npz")
     assert a.keys() == b.keys() and any(k.startswith("optim/momentum.") for k in a)

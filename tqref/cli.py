@@ -195,14 +195,19 @@ def _add_export(sub):
                "  python -m tqref export runs/r20t/best.npz r20t_packed.npz --format packed\n"
                "  python -m tqref evaluate r20t_packed.npz\n"
                "a finished run's checkpoint without the momentum buffers (as published in results/):\n"
-               "  python -m tqref export runs/r20t/last.npz runs/r20t/last.npz --format weights")
+               "  python -m tqref export runs/r20t/last.npz runs/r20t/last.npz --format weights\n"
+               "a run still training as two files of half the size (last.npz, last.momentum.npz):\n"
+               "  python -m tqref export runs/r20t/last.npz runs/r20t/last.npz --format split")
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by 'train'")
     p.add_argument("output", metavar="OUT.npz", help="file to write")
-    p.add_argument("--format", choices=("torch", "packed", "weights"), default="torch",
+    p.add_argument("--format", choices=("torch", "packed", "weights", "split"), default="torch",
                    help="torch: PyTorch state-dict naming, float32 (default); packed: ternary codes at "
                         "2 bits (or 1.6 with --packing base3), BN folded, for 'evaluate' and tqref.deploy; "
                         "weights: the tqref checkpoint without its momentum buffers (half the size; "
-                        "everything reads it but --resume; OUT may be CKPT itself)")
+                        "everything reads it but --resume; OUT may be CKPT itself); "
+                        "split: the same, plus its momentum buffers in OUT's NAME.momentum.npz, two files "
+                        "of about half the size that --resume reads as one (a run still training, kept "
+                        "under a file-size limit)")
     p.add_argument("--packing", choices=("2bit", "base3"), default="2bit",
                    help="code packing of --format packed: 4 codes per byte (default) or 5 per byte")
     p.set_defaults(func=_cmd_export)
@@ -399,6 +404,12 @@ def _cmd_export(args):
             print(f"wrote {path}: {after:,} bytes, the weights of {args.checkpoint} ({before:,} bytes) "
                   f"without its momentum buffers; it cannot be resumed, but --init-from, evaluate and "
                   f"the other exports read it")
+        return 0
+    if args.format == "split":
+        from tqref.io import split_checkpoint
+        path, side, before, after = split_checkpoint(args.checkpoint, args.output)
+        print(f"wrote {path} (weights only) and {side} (its momentum buffers): {after:,} bytes in all, "
+              f"from {args.checkpoint} ({before:,} bytes); --resume reads the two as one checkpoint")
         return 0
     from tqref.io import export_torch
     path, n, model = export_torch(args.checkpoint, args.output)

@@ -19,6 +19,10 @@ CKPT OUT --format weights``) is the same file without the momentum buffers,
 which are as large as the weights themselves: about half the size, and
 everything but ``--resume`` reads it (evaluate, summary, plot, the exports,
 ``--init-from``).  The finished runs in results/ are published this way.
+``split_checkpoint`` (``--format split``) writes the buffers it leaves out
+to a second file beside it, ``<name>.momentum.npz``; ``--resume`` reads the
+pair as the whole checkpoint.  That is how a run still training is kept in
+results/, whose files stay under 5 MB each.
 
 Writes are atomic (``atomic_savez``): the arrays go to a temporary file in
 the same folder, which is flushed to disk (fsync) and then renamed over the
@@ -219,18 +223,23 @@ def save_checkpoint(path, model, config, *, optimizer=None, epoch=0, schedule=No
     return atomic_savez(path, arrays)
 
 
+def _read_all(path, what):
+    """Every array of the .npz ``path``, read now (a truncated file fails here)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {key: z[key] for key in z.files}
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as err:
+        raise CheckpointError(f"{what} {path}: not a readable .npz file (truncated or corrupt?): "
+                              f"{type(err).__name__}: {err}") from None
+
+
 def load_checkpoint(path):
     """Read a checkpoint written by ``save_checkpoint`` (every array is read
     now, so a truncated file fails here with a CheckpointError, not later)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: file not found")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {key: z[key] for key in z.files}
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as err:
-        raise CheckpointError(f"checkpoint {path}: not a readable .npz file (truncated or corrupt?): "
-                              f"{type(err).__name__}: {err}") from None
+    arrays = _read_all(path, "checkpoint")
     if "format" not in arrays or str(arrays["format"][()]) != FORMAT or "config" not in arrays:
         found = str(arrays["format"][()]) if "format" in arrays else "no 'format' key"
         raise CheckpointError(f"checkpoint {path}: not a tqref checkpoint (expected format {FORMAT!r}, "
@@ -281,6 +290,75 @@ def save_weights_only(checkpoint_path, out_path):
     arrays["weights_only"] = np.array(True)
     atomic_savez(out, arrays)
     return out, before, out.stat().st_size
+
+
+MOMENTUM_FORMAT = "tqref-momentum-1"
+
+
+def momentum_path(checkpoint_path):
+    """The file that ``split_checkpoint`` writes the momentum buffers of
+    ``checkpoint_path`` to: ``last.npz`` -> ``last.momentum.npz``."""
+    path = Path(checkpoint_path)
+    return path.with_name(f"{path.stem}.momentum.npz")
+
+
+def split_checkpoint(checkpoint_path, out_path):
+    """Write ``checkpoint_path`` as two files of about half its size that
+    together still resume exactly: ``out_path``, weights only (as
+    ``save_weights_only`` writes it), and ``momentum_path(out_path)``, the
+    momentum buffers with the epoch and step count they belong to.
+    ``out_path`` may be ``checkpoint_path``.
+
+    Why: a run still training must keep its buffers to be resumed, and a
+    ResNet-56's full checkpoint (6.8 MB) is larger than a repository may
+    take as one file (results/ keeps every file under 5 MB).  ``--resume``
+    reads the pair as one checkpoint (``load_momentum``).
+
+    The buffers are written first: a stop between the two writes leaves the
+    full checkpoint, which ``--resume`` reads as before.  A weights-only
+    ``out_path`` whose momentum file fits it is left as it is.
+
+    Returns (out_path, its momentum file, bytes before, bytes of the two
+    files after).
+    """
+    source, out = Path(checkpoint_path), Path(out_path)
+    ckpt = load_checkpoint(source)
+    before = source.stat().st_size
+    side = momentum_path(out)
+    if ckpt.weights_only:
+        load_momentum(ckpt)  # raises unless a fitting momentum file lies beside it
+        if out.resolve() != source.resolve():
+            raise CheckpointError(f"{source} is split already (its momentum buffers are in "
+                                  f"{momentum_path(source)}); copy the two files instead")
+        return out, side, before, before + side.stat().st_size
+    buffers = {k: v for k, v in ckpt.optim_state.items() if k.startswith("momentum.")}
+    atomic_savez(side, {"format": np.array(MOMENTUM_FORMAT), "epoch": np.array(ckpt.epoch, dtype=np.int64),
+                        "step_count": np.asarray(ckpt.optim_state["step_count"]), **buffers})
+    save_weights_only(source, out)
+    return out, side, before, out.stat().st_size + side.stat().st_size
+
+
+def load_momentum(checkpoint, path=None):
+    """The momentum buffers that ``split_checkpoint`` moved out of the
+    weights-only ``checkpoint`` (a ``Checkpoint``), read from ``path``
+    (default ``momentum_path(checkpoint.path)``), as optimiser state keys
+    ``momentum.<param>`` -> array.  CheckpointError if the file is missing,
+    unreadable, or was split off another epoch or step than the checkpoint's
+    (then the pair is not one state and cannot be resumed exactly)."""
+    path = Path(path) if path is not None else momentum_path(checkpoint.path)
+    if not path.is_file():
+        raise CheckpointError(f"{checkpoint.path} holds the weights only and there is no {path} with "
+                              f"its momentum buffers (see 'export --format split')")
+    arrays = _read_all(path, "momentum file")
+    found = str(arrays["format"][()]) if "format" in arrays else "no 'format' key"
+    if found != MOMENTUM_FORMAT:
+        raise CheckpointError(f"momentum file {path}: expected format {MOMENTUM_FORMAT!r}, found {found}")
+    mine = (checkpoint.epoch, int(checkpoint.optim_state.get("step_count", -1)))
+    theirs = (int(arrays.get("epoch", -1)), int(arrays.get("step_count", -1)))
+    if mine != theirs:
+        raise CheckpointError(f"momentum file {path} belongs to epoch {theirs[0]} (step {theirs[1]}), "
+                              f"but {checkpoint.path} is epoch {mine[0]} (step {mine[1]}): not one state")
+    return {k: v for k, v in arrays.items() if k.startswith("momentum.")}
 
 
 def load_state_into(model, state, source, saved_model=None):

@@ -29,7 +29,8 @@ What a run folder holds:
     result.json   best epoch and top-1, final top-1/top-5, time, images/s
 
 Exact resume: everything that decides the next epoch is in last.npz (weights,
-BN statistics, momentum buffers, the Generator's state, the epoch), so
+BN statistics, momentum buffers, the Generator's state, the epoch; or in the
+pair last.npz + last.momentum.npz that ``export --format split`` makes), so
 ``Trainer(..., resume=True)`` continues to the same final weights as a run
 that was never stopped.  A run killed at any moment loses at most the epoch
 in progress; one killed during its first epoch has no last.npz yet, and
@@ -276,12 +277,16 @@ class Trainer:
         if last.is_file():
             tio.check_writable_dir(d, "run folder")
             self.checkpoint = tio.load_checkpoint(last)
-            if self.checkpoint.weights_only:
+            if self.checkpoint.weights_only and tio.momentum_path(last).is_file():
+                # split by 'export --format split': the buffers lie beside it
+                self.checkpoint.optim_state.update(tio.load_momentum(self.checkpoint))
+            elif self.checkpoint.weights_only:
                 # without the momentum buffers the next step would differ from
                 # the one the run would have taken: not a resume, a new run
                 raise tio.CheckpointError(
                     f"--resume: {last} holds the weights only (its momentum buffers were left out by "
-                    f"'export --format weights', as in a published run), so the run cannot continue "
+                    f"'export --format weights', as in a published run, and there is no "
+                    f"{tio.momentum_path(last).name} beside it), so the run cannot continue "
                     f"exactly. Start a new run from it instead: --init-from {last} --out NEW_FOLDER")
             settings, source = self.checkpoint.config, f"checkpoint {last}"
         elif saved_config.is_file():
@@ -477,6 +482,8 @@ class Trainer:
                     metrics=metrics)
         config = self.config.to_dict()
         tio.save_checkpoint(self.run_dir / "last.npz", self.model, config, **args)
+        # the full checkpoint supersedes the pair a resumed split one was read from
+        tio.momentum_path(self.run_dir / "last.npz").unlink(missing_ok=True)
         if new_best:
             tio.save_checkpoint(self.run_dir / "best.npz", self.model, config, **args)
 
