@@ -6,7 +6,9 @@
 Each notebook is written as a plain Python file in ``notebooks/src/`` in the
 "percent" format (``# %%`` starts a code cell, ``# %% [markdown]`` a text
 cell whose lines start with ``# ``), which reads well in a diff and in any
-editor.  This script turns each source into ``notebooks/NAME.ipynb``,
+editor.  jupytext (the ecosystem's reader and writer of that format) turns
+each source into a notebook; this script adds what jupytext does not do: it
+writes ``notebooks/NAME.ipynb``,
 executes it top to bottom in a fresh kernel (as "Restart & Run All" does)
 with ``notebooks/`` as the working directory, and saves it with its outputs,
 so the notebooks read well on a code host.  Machine paths are removed from
@@ -25,36 +27,16 @@ KERNEL = "python3"
 TIMEOUT_PER_CELL = 600
 
 
-def parse_percent(text):
-    """Split a percent-format source into [(cell_type, source), ...]."""
-    cells, kind, lines = [], None, []
-
-    def flush():
-        if kind is not None:
-            body = "\n".join(lines).strip("\n")
-            if kind == "markdown":
-                body = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#")
-                                 for line in body.splitlines())
-            cells.append((kind, body))
-
-    for line in text.splitlines():
-        if line.startswith("# %%"):
-            flush()
-            kind, lines = ("markdown" if "[markdown]" in line else "code"), []
-        elif kind is not None:
-            lines.append(line)
-    flush()
-    return cells
-
-
 def make_notebook(source_path):
-    import nbformat
-    nb = nbformat.v4.new_notebook()
+    """The notebook of one percent-format source, without outputs.
+
+    jupytext does the parsing (``# %%`` starts a code cell, ``# %% [markdown]``
+    a text cell); this adds the kernel every notebook runs on."""
+    import jupytext
+    nb = jupytext.read(str(source_path), fmt="py:percent")
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    for kind, body in parse_percent(Path(source_path).read_text()):
-        cell = nbformat.v4.new_markdown_cell(body) if kind == "markdown" else nbformat.v4.new_code_cell(body)
-        nb.cells.append(cell)
+    nb.metadata.pop("jupytext", None)  # the source is the pairing; no per-notebook format note
     return nb
 
 
