@@ -183,7 +183,7 @@ def main(argv=None):
         return
     ops = report["operations_per_image"]
     print(f"{report['model']}, {args.threads} threads, {report['machine']}, torch {report['torch']}")
-    print(f"logits vs tqref (max relative difference): "
+    print("logits vs tqref (max relative difference): "
           + ", ".join(f"{k} {v:.1e}" for k, v in checks.items()))
     print(f"operations per image: packed {ops['packed_adds'] / 1e6:.1f}M adds, "
           f"{ops['packed_skipped_zeros'] / 1e6:.1f}M skipped zeros ({100 * ops['sparsity_skipped_fraction']:.1f}%), "

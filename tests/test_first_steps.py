@@ -5,7 +5,6 @@ batches, same update), and its table is what those steps give."""
 import importlib.util
 import math
 
-import numpy as np
 import pytest
 
 from tqref.data import Batches, load_cifar10, write_synthetic_cifar10

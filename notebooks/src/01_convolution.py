@@ -21,7 +21,7 @@ import numpy as np
 from tqref.functional import conv
 from tqref.functional import conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive
 from tqref.gradcheck import check_gradient, numeric_gradient, relative_error
-from tqref.kernels.im2col import col2im, im2col, im2col_naive
+from tqref.kernels.im2col import im2col, im2col_naive
 
 rng = np.random.default_rng(0)
 
@@ -89,8 +89,8 @@ image = np.arange(1, 17, dtype=np.float64).reshape(1, 1, 4, 4)
 cols = im2col(image, 3, 3, 1, 1)[0]
 fig, ax = plt.subplots(figsize=(8, 3))
 ax.imshow(cols, cmap="viridis")
-for (k, l), v in np.ndenumerate(cols):
-    ax.text(l, k, int(v), ha="center", va="center", color="w", fontsize=7)
+for (k, pixel), v in np.ndenumerate(cols):
+    ax.text(pixel, k, int(v), ha="center", va="center", color="w", fontsize=7)
 ax.set_xlabel("output pixel l = i·W' + j")
 ax.set_ylabel("window offset k = p·WW + q")
 ax.set_title("im2col of a 4×4 image, 3×3 kernel, padding 1")

@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 from tqref.data import load_cifar10, normalize
 from tqref.io import load_model
