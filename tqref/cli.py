@@ -237,6 +237,39 @@ def _add_compare(sub):
     p.set_defaults(func=_cmd_compare)
 
 
+def _add_sweep(sub):
+    p = sub.add_parser(
+        "sweep", formatter_class=_Formatter, help="run a grid of training runs on Dask (skips finished, resumes others)",
+        description="Read a TOML spec (a grid of model x quantization x schedule x seed x any train setting; "
+                    "see tqref/sweep.py or results/*.toml), print each run's state (finished, started at epoch "
+                    "k/N, new), then train every unfinished run as one Dask task: run folders are ordinary "
+                    "'train' folders named from their settings. Re-running the command skips finished runs "
+                    "and resumes the others from their last checkpoint. By default a local cluster of one "
+                    "single-threaded worker per core starts and stops with the command; --scheduler sends "
+                    "the runs to a running Dask cluster whose workers see the run folders at the same path.",
+        epilog="examples:\n"
+               "  python -m tqref sweep results/resnet20-short30.toml --dry-run\n"
+               "  python -m tqref sweep results/resnet20-short30.toml\n"
+               "  dask scheduler &  dask worker tcp://HOST:8786 --nworkers 2 --nthreads 1 &\n"
+               "  python -m tqref sweep results/resnet20-short30.toml --scheduler tcp://HOST:8786")
+    p.add_argument("specs", nargs="+", metavar="SPEC",
+                   help="sweep spec(s) (TOML); several run as one queue, in the order given")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="put the run folders in DIR instead of the spec's 'out' (e.g. a scratch disk)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs, their state and train commands; train nothing")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="a running Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="local cluster: worker processes (default: one per core)")
+    p.add_argument("--threads", type=int, default=1, metavar="T", help="threads per run (default 1)")
+    p.add_argument("--publish", action="store_true",
+                   help="train nothing; ready the run folders for a commit: finished runs' checkpoints weights "
+                        "only (and final.packed.npz for ternary runs), unfinished runs' last.npz split in two "
+                        "(see 'export --format split'); only while no sweep trains them")
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_sweep)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m tqref", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -250,6 +283,7 @@ def build_parser():
     _add_plot(sub)
     _add_export(sub)
     _add_compare(sub)
+    _add_sweep(sub)
 
     download = sub.add_parser(
         "download", help="download the official CIFAR-10 archive into the cache (MD5 checked)",
@@ -428,6 +462,15 @@ def _cmd_compare(args):
     else:
         print(to_json(runs) if args.json else format_runs(runs, style))
     return 0
+
+
+def _cmd_sweep(args):
+    for name in ("workers", "threads"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name}: expected a positive integer, got {value}")
+    from tqref.sweep import main_sweep
+    return main_sweep(args)
 
 
 def _cmd_demo(args):
