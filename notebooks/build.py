@@ -67,7 +67,12 @@ def scrub_paths(nb):
 
 
 def execute(nb, cwd=HERE, timeout=TIMEOUT_PER_CELL):
+    import os
+
     from nbclient import NotebookClient
+    # the kernel inherits this environment: MPLBACKEND=Agg (set by CI for the tests) would
+    # make plt.show() draw nothing, and a built notebook would keep no figures
+    os.environ.pop("MPLBACKEND", None)
     NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, resources={"metadata": {"path": str(cwd)}}).execute()
     return nb
 

@@ -33,7 +33,7 @@ def runs(tmp_path_factory):
     """Run folders named so that a folder name never gives away the settings:
 
         a         resnet20 full precision, 2/2 epochs (lr halved after the first), finished
-        b         resnet20 ternary t_ex=1, stopped after 2 of 3 epochs (in progress)
+        b         resnet20 ternary t_ex=1, a's schedule, stopped after 2 of 3 epochs (in progress)
         c         resnet20 ternary t_ex=2, 1/1 epoch, finished
         resnet20-fp   a resnet32 full-precision run, 1/1 epoch, finished
         small     the small net (fits no cell of the paper's table)
@@ -55,7 +55,7 @@ def runs(tmp_path_factory):
         return root / name
 
     return {"a": run("a", model="resnet20", epochs=2, milestones=(1,), gammas=(0.5,)),
-            "b": run("b", model="resnet20", ternary=True, epochs=3, stop_after=2),
+            "b": run("b", model="resnet20", ternary=True, epochs=3, milestones=(1,), gammas=(0.5,), stop_after=2),
             "c": run("c", model="resnet20", ternary=True, t_ex=2, epochs=1),
             "resnet20-fp": run("resnet20-fp", model="resnet32", epochs=1),
             "small": run("small", model="small", epochs=1),
@@ -121,7 +121,7 @@ def test_text_table_matches_the_logs(runs, capsys):
         assert row["wall time"] == duration(e["wall"]), name
         assert row["images/s"] == f"{e['images_per_s']:.0f}", name
         # milestones after the last epoch are not shown
-        assert row["schedule"] == ("lr 0.05, x0.5 at epoch 1" if name == "a" else "lr 0.05"), name
+        assert row["schedule"] == ("lr 0.05, x0.5 at epoch 1" if name in ("a", "b") else "lr 0.05"), name
     a, b, c, r32 = rows
     assert (a["model"], a["quantization"], a["status"]) == ("resnet20", "full precision", "finished")
     assert (b["quantization"], b["status"]) == ("ternary t_ex=1", "in progress (epoch 2/3)")
@@ -407,3 +407,75 @@ def test_paired_difference_p_value_against_the_binomial_distribution():
 def test_paired_difference_rejects_bad_input(a, b, message):
     with pytest.raises(ValueError, match=message):
         paired_difference(a, b)
+
+
+# ---------------------------------------------------------------- seeds of one configuration
+def _seed_run(runs, tmp_path, name, source, seed, top1s):
+    """A copy of run ``source`` as seed ``seed`` whose log's test top-1 are ``top1s``."""
+    run = tmp_path / name
+    shutil.copytree(runs[source], run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "seed": seed, "epochs": len(top1s)}))
+    record = _log(run)[0]
+    (run / "log.jsonl").write_text("".join(json.dumps({**record, "epoch": k + 1, "test_top1": v}) + "\n"
+                                           for k, v in enumerate(top1s)))
+    return run
+
+
+def test_seed_groups_mean_std_and_paired_gaps(runs, tmp_path, capsys):
+    from tqref.compare import seed_gaps, seed_groups
+    fp = [_seed_run(runs, tmp_path, f"fp{s}", "a", s, [0.5, v]) for s, v in enumerate([0.80, 0.82, 0.78])]
+    tern = [_seed_run(runs, tmp_path, f"t{s}", "b", s, [0.5, v]) for s, v in enumerate([0.79, 0.80, 0.775])]
+    for folder in tern:  # finished: result.json and every planned epoch
+        (folder / "result.json").write_text("{}")
+    groups = seed_groups([read_run(f) for f in fp + tern])
+    assert [(g["quantization"], g["n"], g["seeds"]) for g in groups] == \
+        [("full precision", 3, [0, 1, 2]), ("ternary t_ex=1", 3, [0, 1, 2])]
+    assert groups[0]["final_top1"] == pytest.approx(0.80) and groups[0]["final_top1_std"] == pytest.approx(0.02)
+    assert groups[0]["best_top1"] == pytest.approx(0.80)
+    (gap,) = seed_gaps(groups)
+    d = np.array([0.79 - 0.80, 0.80 - 0.82, 0.775 - 0.78])
+    assert (gap["a"], gap["b"], gap["seeds"]) == ("full precision", "ternary t_ex=1", [0, 1, 2])
+    assert gap["mean"] == pytest.approx(d.mean())
+    assert gap["standard_error"] == pytest.approx(d.std(ddof=1) / np.sqrt(3))
+    assert gap["t"] == pytest.approx(d.mean() / (d.std(ddof=1) / np.sqrt(3)))
+    assert 0.05 < gap["p_value"] < 0.2                              # t = -2.65 on 2 d.f.: p = 0.118
+    assert gap["p_value"] == pytest.approx(0.1177, abs=5e-4)
+    # the command line: one row per configuration, then the gap in words
+    out = _compare(capsys, *fp, *tern, "--seeds", "--markdown")
+    assert "80.00 ± 2.00" in out and "ternary t_ex=1 − full precision = -1.17 points (mean of 3 seed(s)" in out
+    # the paper's table: one cell, mean ± std over the seeds
+    rows = {r["model"]: r for r in _text_rows(_compare(capsys, *fp, *tern, "--paper-table"))}
+    assert rows["ResNet-20"]["tqref FP"] == "80.00 ± 2.00 (best 80.00 ± 2.00; n=3)"
+
+
+def test_a_gap_counts_only_seeds_both_have_finished(runs, tmp_path):
+    from tqref.compare import seed_gaps, seed_groups
+    fp = [_seed_run(runs, tmp_path, f"fp{s}", "a", s, [0.5, 0.8]) for s in (0, 1)]
+    tern = [_seed_run(runs, tmp_path, f"t{s}", "b", s, [0.5, 0.7]) for s in (0, 1, 2)]
+    (tern[0] / "result.json").write_text("{}")                      # t1, t2 still training
+    groups = seed_groups([read_run(f) for f in fp + tern])
+    assert groups[1]["status"] == "1 of 3 finished, the others at epochs 2/2, 2/2"
+    (gap,) = seed_gaps(groups)
+    assert gap["seeds"] == [0] and gap["standard_error"] is None and gap["p_value"] is None
+
+
+def test_rows_split_by_schedule(runs, tmp_path, capsys):
+    other = _seed_run(runs, tmp_path, "other", "a", 0, [0.5, 0.6, 0.7])   # 3 epochs: another schedule
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "milestones": [2], "gammas": [0.1]}))
+    rows = [r["model"] for r in _text_rows(_compare(capsys, runs["a"], other, "--paper-table"))]
+    assert rows[:2] == ["ResNet-20 (lr 0.05, x0.5 at epoch 1)", "ResNet-20 (lr 0.05, x0.1 at epoch 2)"]
+
+
+@pytest.mark.parametrize("t, df, p", [(2.776445, 4, 0.05), (2.228139, 10, 0.05), (12.7062, 1, 0.05),
+                                      (5.840909, 3, 0.01), (0.0, 5, 1.0), (-2.228139, 10, 0.05)])
+def test_student_t_against_the_tables_critical_values(t, df, p):
+    from tqref.compare import student_t_two_sided_p
+    assert student_t_two_sided_p(t, df) == pytest.approx(p, abs=1e-6)
+
+
+def test_student_t_bad_df():
+    from tqref.compare import student_t_two_sided_p
+    with pytest.raises(ValueError, match="df: expected a positive integer, got 0"):
+        student_t_two_sided_p(1.0, 0)

@@ -230,6 +230,9 @@ def _add_compare(sub):
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by 'train'")
     p.add_argument("--paper-table", action="store_true",
                    help="the paper's table (one row per model) instead of one row per run")
+    p.add_argument("--seeds", action="store_true",
+                   help="one row per configuration (runs that differ only in their seed): mean ± std, "
+                        "then each ternary - full precision gap with its paired test across seeds")
     style = p.add_mutually_exclusive_group()
     style.add_argument("--markdown", action="store_true", help="print a markdown table")
     style.add_argument("--json", action="store_true",
@@ -452,11 +455,19 @@ def _cmd_export(args):
 
 
 def _cmd_compare(args):
-    from tqref.compare import format_paper_table, format_runs, paper_table, read_run, to_json
+    from tqref.compare import (format_paper_table, format_runs, format_seeds, paper_table, read_run, seed_gaps,
+                               seed_groups, to_json)
 
     runs = [read_run(run_dir) for run_dir in args.run_dirs]  # every folder checked before printing
     style = "markdown" if args.markdown else "text"
-    if args.paper_table:
+    if args.paper_table and args.seeds:
+        raise ValueError("compare: --paper-table and --seeds are two views; choose one")
+    if args.seeds:
+        groups = seed_groups(runs)
+        gaps = seed_gaps(groups)
+        print(json.dumps({"groups": groups, "gaps": gaps}, indent=2, ensure_ascii=False) if args.json
+              else format_seeds(groups, gaps, style))
+    elif args.paper_table:
         rows, left_out = paper_table(runs)
         print(to_json(rows) if args.json else format_paper_table(rows, style, left_out=left_out))
     else:

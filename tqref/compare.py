@@ -40,7 +40,8 @@ Test top-1 is shown as a percentage with two decimals, like the paper's table.
 Best-of-epochs picks the epoch on the test set itself, which flatters it, so
 the final epoch comes first and the best follows in parentheses.
 
-``paper_table`` puts the runs into the table of ``../shared/docs/method.md``:
+``paper_table`` puts the runs into the paper's table (``docs/method.md``,
+"The paper's claims and what tqref can check"):
 one row per ResNet depth with the paper's full-precision and ternary top-1
 and tqref's full-precision, ternary (t_ex = 1) and t_ex = 2 runs.  A run is
 placed by its config (model, ternary, t_ex; the paper's quantizer only: variant
@@ -61,9 +62,9 @@ from pathlib import Path
 
 import numpy as np
 
-# The paper's CIFAR-10 table (He, Gong & Fan, WACV 2019), as copied into
-# ../shared/docs/method.md, "Results to reproduce": test top-1 in %, full
-# precision and ternarized (t_ex = 1, 16x), best over the training epochs.
+# The paper's CIFAR-10 table (He, Gong & Fan, WACV 2019), as given in
+# docs/method.md, "The paper's claims and what tqref can check": test top-1
+# in %, full precision and ternarized (t_ex = 1, 16x), best over the epochs.
 PAPER_TOP1 = {
     "resnet20": (91.70, 91.65),
     "resnet32": (92.36, 92.48),
@@ -140,7 +141,8 @@ def read_run(run_dir):
 
     run = {"run": str(folder), "model": c.model, "ternary": bool(c.ternary), "t_ex": int(c.t_ex),
            "variant": c.variant, "keep_first": bool(c.keep_first), "keep_last": bool(c.keep_last),
-           "quantization": _quantization(c), "init_from": c.init_from, "schedule": _schedule(c)}
+           "quantization": _quantization(c), "init_from": c.init_from, "schedule": _schedule(c),
+           "seed": int(c.seed), "settings_key": _settings_key(c)}
 
     done, planned = (records[-1]["epoch"] if records else 0), int(c.epochs)
     finished = (folder / "result.json").is_file() and done >= planned
@@ -158,6 +160,15 @@ def read_run(run_dir):
     run["compression"] = _compression(folder / "last.npz") if c.ternary else None
     run["sparsity"] = records[-1].get("sparsity") if (c.ternary and records) else None
     return run
+
+
+def _settings_key(c):
+    """Every setting of a run but its seed (and where its data lay), as JSON:
+    runs with the same key are seeds of one configuration."""
+    d = c.to_dict()
+    for key in ("seed", "data_dir"):
+        d.pop(key, None)
+    return json.dumps(d, sort_keys=True)
 
 
 def _quantization(c):
@@ -196,32 +207,190 @@ def paper_table(runs):
     """Place runs (dicts of ``read_run``) in the paper's table.
 
     Returns (rows, left_out):
-        rows      one dict per model of ``PAPER_TOP1``, in depth order:
-                  {"model", "paper_top1_percent": {"fp", "ternary"},
-                   "fp", "ternary", "ternary_tex2": the run dict or None}
+        rows      one dict per model of ``PAPER_TOP1``, in depth order (one per
+                  model and schedule when a model's runs have several schedules):
+                  {"model", "schedule" (None unless rows were split by schedule),
+                   "paper_top1_percent": {"fp", "ternary"},
+                   "fp", "ternary", "ternary_tex2": a run dict, a seed group
+                   (``seed_groups``) when several seeds share the cell, or None}
         left_out  the runs that fit no cell (another model, t_ex, variant, a
                   layer kept in full precision, or a t_ex = 1 or full-precision
                   run fine-tuned from a checkpoint: the paper's started from scratch)
 
-    Raises ValueError when two runs fit the same cell (say which one to show
-    by passing only it)."""
-    rows = {model: {"model": model, "paper_top1_percent": {"fp": fp, "ternary": ternary},
-                    **{key: None for key in PAPER_TABLE_CELLS.values()}}
-            for model, (fp, ternary) in PAPER_TOP1.items()}
-    left_out = []
+    Raises ValueError when two runs of one configuration have the same seed
+    (copies of one run: pass only one)."""
+    placed, left_out = {}, []
     for run in runs:
         key = PAPER_TABLE_CELLS.get((run["ternary"], run["t_ex"]))
         the_papers_method = (run["variant"] == "paper" and not (run["keep_first"] or run["keep_last"])
                              and (run["init_from"] is None or key == "ternary_tex2"))
-        if run["model"] not in rows or key is None or not the_papers_method:
+        if run["model"] not in PAPER_TOP1 or key is None or not the_papers_method:
             left_out.append(run)
             continue
-        row = rows[run["model"]]
-        if row[key] is not None:
-            raise ValueError(f"compare --paper-table: {row[key]['run']} and {run['run']} are both a "
-                             f"{run['model']} {run['quantization']} run; pass only the one to show")
-        row[key] = run
-    return list(rows.values()), left_out
+        placed.setdefault(run["model"], []).append((key, run))
+    rows = []
+    for model, (fp, ternary) in PAPER_TOP1.items():
+        mine = placed.get(model, [])
+        # rows by the schedules of the full-precision and t_ex = 1 runs; a t_ex = 2 run joins the
+        # row of its schedule, or the only row (it may be fine-tuned, with a schedule of its own)
+        schedules = list(dict.fromkeys(run["schedule"] for key, run in mine if key != "ternary_tex2"))
+        for i, (key, run) in enumerate(mine):
+            if key == "ternary_tex2" and run["schedule"] not in schedules:
+                if len(schedules) == 1 and len({r["schedule"] for k, r in mine if k == key}) == 1:
+                    mine[i] = (key, {**run, "schedule": schedules[0], "own_schedule": run["schedule"]})
+                else:
+                    schedules.append(run["schedule"])
+        schedules = schedules or [None]
+        for schedule in schedules:
+            row = {"model": model, "schedule": schedule if len(schedules) > 1 else None,
+                   "paper_top1_percent": {"fp": fp, "ternary": ternary},
+                   **{key: None for key in PAPER_TABLE_CELLS.values()}}
+            for key in PAPER_TABLE_CELLS.values():
+                cell = [run for k, run in mine if k == key and run["schedule"] == schedule]
+                if cell:
+                    groups = seed_groups(cell)
+                    if len(groups) > 1:  # same schedule, other settings (lr, weight decay, ...)
+                        raise ValueError(
+                            f"compare --paper-table: {', '.join(r['run'] for r in cell)} are {model} "
+                            f"{cell[0]['quantization']} runs with the same schedule but other settings; "
+                            f"pass only the ones to show")
+                    row[key] = cell[0] if len(cell) == 1 else groups[0]
+            rows.append(row)
+    return rows, left_out
+
+
+# ---------------------------------------------------------------- seeds of one configuration
+def seed_groups(runs):
+    """Group runs (dicts of ``read_run``) that differ only in their seed.
+
+    Returns one dict per configuration, in the order first met, with the keys
+    of a run that describe the configuration (model, quantization, schedule,
+    ternary, t_ex, variant, keep_first, keep_last, init_from, epochs_planned)
+    and
+        runs            the runs, by seed;  seeds;  n (runs);  n_finished
+        finished        every run finished;  status "finished" or "k of n finished ..."
+        epochs_done     the fewest epochs any run has done
+        final_top1, best_top1      mean over the runs with a logged epoch
+        final_top1_std, best_top1_std   sample standard deviation (ddof 1; None for one run)
+        sparsity, compression      mean over the runs (ternary), else None
+        best_epoch      None (each seed has its own)
+    Raises ValueError when two runs of one configuration have the same seed."""
+    groups = {}
+    for run in runs:
+        groups.setdefault(run["settings_key"], []).append(run)
+    out = []
+    for members in groups.values():
+        members = sorted(members, key=lambda r: r["seed"])
+        seeds = [r["seed"] for r in members]
+        if len(set(seeds)) != len(seeds):
+            twins = [r["run"] for r in members if seeds.count(r["seed"]) > 1]
+            raise ValueError(f"compare: {' and '.join(twins)} are the same configuration with the same seed "
+                             f"(copies of one run?); pass only the one to show")
+        first = members[0]
+        logged = [r for r in members if r["final_top1"] is not None]
+        done = sum(r["finished"] for r in members)
+        group = {k: first[k] for k in ("model", "quantization", "schedule", "ternary", "t_ex", "variant",
+                                       "keep_first", "keep_last", "init_from", "epochs_planned")}
+        group.update(runs=members, seeds=seeds, n=len(members), n_finished=done,
+                     finished=done == len(members), epochs_done=min(r["epochs_done"] for r in members),
+                     run=", ".join(r["run"] for r in members), best_epoch=None,
+                     status="finished" if done == len(members) else
+                     f"{done} of {len(members)} finished, the others at epochs "
+                     + ", ".join(f"{r['epochs_done']}/{r['epochs_planned']}" for r in members if not r["finished"]))
+        for key in ("final_top1", "best_top1"):
+            values = [r[key] for r in logged]
+            group[key] = float(np.mean(values)) if values else None
+            group[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        for key in ("sparsity", "compression"):
+            values = [r[key] for r in members if r[key] is not None]
+            group[key] = float(np.mean(values)) if values else None
+        out.append(group)
+    return out
+
+
+def seed_gaps(groups):
+    """Differences between configurations that differ only in quantization, seed by seed.
+
+    For each model and schedule: ternary (t_ex = 1) − full precision, t_ex = 2 − full
+    precision and t_ex = 2 − t_ex = 1, over the seeds both have *finished*
+    (final epochs).  With d_s the difference for seed s, over n seeds:
+
+        mean = Σ d_s / n      standard_error = std(d_s, ddof=1) / √n
+        t = mean / standard_error,  p_value = two-sided Student-t with n − 1 degrees of freedom
+
+    (a paired test across seeds: the same seed draws the same initial weights
+    and batches, so pairing removes part of the seed-to-seed noise; with n = 1
+    there is no spread and standard_error, t and p_value are None).
+
+    Returns a list of {"model", "schedule", "a", "b" (quantization in words),
+    "seeds", "differences" (fractions), "n", "mean", "standard_error", "t", "p_value"}."""
+    labels = {(False, 1): "full precision", (True, 1): "ternary t_ex=1", (True, 2): "ternary t_ex=2"}
+    by_config = {}
+    for g in groups:
+        if g["variant"] != "paper" or g["keep_first"] or g["keep_last"] or g["init_from"] is not None:
+            continue
+        kind = (g["ternary"], g["t_ex"])
+        if kind in labels:
+            by_config[(g["model"], g["schedule"], kind)] = g
+    out = []
+    for (model, schedule, kind_b), b in by_config.items():
+        for kind_a in [(False, 1)] + ([(True, 1)] if kind_b == (True, 2) else []):
+            a = by_config.get((model, schedule, kind_a))
+            if a is None or kind_a == kind_b:
+                continue
+            fa = {r["seed"]: r["final_top1"] for r in a["runs"] if r["finished"]}
+            fb = {r["seed"]: r["final_top1"] for r in b["runs"] if r["finished"]}
+            seeds = sorted(set(fa) & set(fb))
+            if not seeds:
+                continue
+            d = np.array([fb[s] - fa[s] for s in seeds])
+            n = len(d)
+            se = float(np.std(d, ddof=1) / math.sqrt(n)) if n > 1 else None
+            t = float(d.mean() / se) if se else None
+            out.append({"model": model, "schedule": schedule, "a": labels[kind_a], "b": labels[kind_b],
+                        "seeds": seeds, "differences": d.tolist(), "n": n, "mean": float(d.mean()),
+                        "standard_error": se, "t": t,
+                        "p_value": student_t_two_sided_p(t, n - 1) if t is not None else None})
+    return out
+
+
+def student_t_two_sided_p(t, df):
+    """P(|T| ≥ |t|) for Student's t with ``df`` degrees of freedom.
+
+    P(|T| ≥ |t|) = I_x(df/2, 1/2) with x = df / (df + t²), the regularised
+    incomplete beta function, evaluated by its continued fraction (Lentz's
+    method); no SciPy needed."""
+    if not (isinstance(df, (int, np.integer)) and df >= 1):
+        raise ValueError(f"student_t_two_sided_p: df: expected a positive integer, got {df!r}")
+    if not math.isfinite(t):
+        return 0.0
+    return _incomplete_beta(df / (df + t * t), df / 2, 0.5)
+
+
+def _incomplete_beta(x, a, b):
+    """The regularised incomplete beta function I_x(a, b), 0 ≤ x ≤ 1."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x > (a + 1) / (a + b + 2):  # the continued fraction converges fast on this side only
+        return 1.0 - _incomplete_beta(1 - x, b, a)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * h / a
 
 
 # ---------------------------------------------------------------- two models, one test set
@@ -302,8 +471,16 @@ def _top1_with_best(run):
         return MISSING
     if run["final_top1"] is None:
         return run["status"]
-    text = f"{_percent(run['final_top1'])} (best {_percent(run['best_top1'])}, epoch {run['best_epoch']})"
+    if "n" in run:  # a seed group: mean ± standard deviation over the seeds
+        text = (f"{_mean_std(run['final_top1'], run['final_top1_std'])} (best "
+                f"{_mean_std(run['best_top1'], run['best_top1_std'])}; n={run['n']})")
+    else:
+        text = f"{_percent(run['final_top1'])} (best {_percent(run['best_top1'])}, epoch {run['best_epoch']})"
     return text if run["finished"] else f"{text}; {run['status']}"
+
+
+def _mean_std(mean, std):
+    return _percent(mean) if std is None else f"{_percent(mean)} ± {_percent(std)}"
 
 
 RUN_COLUMNS = ("run", "model", "quantization", "status", "schedule", "final top-1 %", "best top-1 % (epoch)",
@@ -366,7 +543,12 @@ def _gaps(row):
     runs = [r for r in (fp, row["ternary"], row["ternary_tex2"]) if r is not None]
     in_progress = "" if all(r["finished"] for r in runs) else \
         " — in progress, at epochs " + ", ".join(str(r["epochs_done"]) for r in runs)
-    return f"ResNet-{row['model'][len('resnet'):]}: " + ", ".join(parts) + in_progress
+    return f"{_row_label(row)}: " + ", ".join(parts) + in_progress
+
+
+def _row_label(row):
+    label = f"ResNet-{row['model'][len('resnet'):]}"
+    return label if not row.get("schedule") else f"{label} ({row['schedule']})"
 
 
 def format_paper_table(rows, style="text", *, left_out=()):
@@ -378,7 +560,7 @@ def format_paper_table(rows, style="text", *, left_out=()):
     cells = []
     for row in rows:
         paper = row["paper_top1_percent"]
-        cells.append([f"ResNet-{row['model'][len('resnet'):]}", f"{paper['fp']:.2f}", f"{paper['ternary']:.2f}",
+        cells.append([_row_label(row), f"{paper['fp']:.2f}", f"{paper['ternary']:.2f}",
                       _top1_with_best(row["fp"]), _top1_with_best(row["ternary"]),
                       _top1_with_best(row["ternary_tex2"]),
                       _with_tex2(row["ternary"], row["ternary_tex2"], lambda r: _ratio(r["compression"])),
@@ -386,7 +568,8 @@ def format_paper_table(rows, style="text", *, left_out=()):
     text = _render(cells, PAPER_COLUMNS, {1, 2}, style)
     gaps = [gap for gap in map(_gaps, rows) if gap]
     notes = ["CIFAR-10 test top-1 in %. Paper: He, Gong & Fan (WACV 2019), best over the epochs. "
-             "tqref: the last logged epoch, then the best epoch's top-1 and that epoch in parentheses. "
+             "tqref: the last logged epoch, then the best epoch's top-1 and that epoch in parentheses; "
+             "where several seeds share a cell, mean ± standard deviation over the seeds (n runs). "
              "Compression: whole model, fp32 size / ternary size; sparsity: share of zero ternary codes "
              "at the last logged epoch (ternary t_ex=1 run, then the t_ex=2 run)."]
     if gaps:
@@ -397,6 +580,31 @@ def format_paper_table(rows, style="text", *, left_out=()):
                      "where the paper trained from scratch): "
                      + "; ".join(f"{r['run']} ({r['model']}, {r['quantization']}"
                                  + (", fine-tuned" if r["init_from"] else "") + ")" for r in left_out) + ".")
+    return text + "\n\n" + "\n\n".join(_paragraph(note, style) for note in notes)
+
+
+SEED_COLUMNS = ("model", "quantization", "schedule", "n", "seeds", "final top-1 %", "best top-1 %", "status")
+
+
+def format_seeds(groups, gaps, style="text"):
+    """The seed groups (``seed_groups``) as a table, then the gaps (``seed_gaps``) in words."""
+    cells = [[g["model"], g["quantization"], g["schedule"], str(g["n"]), " ".join(map(str, g["seeds"])),
+              MISSING if g["final_top1"] is None else _mean_std(g["final_top1"], g["final_top1_std"]),
+              MISSING if g["best_top1"] is None else _mean_std(g["best_top1"], g["best_top1_std"]),
+              g["status"]] for g in groups]
+    text = _render(cells, SEED_COLUMNS, {3, 5, 6}, style)
+    notes = ["Test top-1 in %: mean ± sample standard deviation over the seeds (final epoch; best epoch "
+             "of each run, averaged). Runs that have not logged an epoch are left out of the means."]
+    for g in gaps:
+        seeds = ", ".join(f"{s}: {_points(d)}" for s, d in zip(g["seeds"], g["differences"]))
+        if g["standard_error"] is None:
+            spread = "one seed: no spread to compare it with"
+        else:
+            spread = (f"standard error {100 * g['standard_error']:.2f}, paired t = {g['t']:.2f}, "
+                      f"p = {g['p_value']:.3f} ({g['n'] - 1} d.f.)")
+        notes.append(f"ResNet-{g['model'][len('resnet'):]}, {g['schedule']}: {g['b']} − {g['a']} = "
+                     f"{_points(g['mean'])} points (mean of {g['n']} seed(s), finished runs; {spread}; "
+                     f"per seed {seeds}).")
     return text + "\n\n" + "\n\n".join(_paragraph(note, style) for note in notes)
 
 
