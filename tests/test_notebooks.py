@@ -46,6 +46,7 @@ def test_committed_outputs_are_clean(source):
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+@pytest.mark.long
 def test_notebook_runs_top_to_bottom(source):
     import nbformat
     if "load_cifar10" in source.read_text():

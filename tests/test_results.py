@@ -160,7 +160,7 @@ def test_a_finished_runs_result_json_is_its_log(run_dir):
 
 
 def test_a_finished_run_is_published_weights_only(run_dir):
-    """queue.sh rewrites a finished run's checkpoints without their momentum
+    """`sweep --publish` rewrites a finished run's checkpoints without their momentum
     buffers (export --format weights), so that every one stays under the
     repository's 5 MB limit for a file."""
     if not (run_dir / "result.json").is_file():
@@ -186,6 +186,7 @@ def test_a_run_still_training_can_be_resumed(run_dir):
 
 
 # ---------------------------------------------------------------- (b) it evaluates to the log
+@pytest.mark.long
 def test_checkpoint_reproduces_its_logged_top1(checkpoint, cifar10_test):
     images, labels = _test_images(cifar10_test, checkpoint.ckpt.config)
     batch = checkpoint.ckpt.config.get("eval_batch_size", 256)  # as the run evaluated it
@@ -218,6 +219,7 @@ def _assert_same_top1(logits, labels, logged_top1, who):
 
 
 # ---------------------------------------------------------------- (c) the same in PyTorch
+@pytest.mark.long
 def test_torch_export_gives_the_same_top1(checkpoint, cifar10_test, tmp_path):
     """The exported weights in a PyTorch ResNet of the same depth give the
     logged top-1, up to near-ties (``_assert_same_top1``; in practice there
@@ -243,6 +245,7 @@ def test_torch_export_gives_the_same_top1(checkpoint, cifar10_test, tmp_path):
 
 
 # ---------------------------------------------------------------- (d) the packed file
+@pytest.mark.long
 def test_packed_export_gives_the_same_top1(run_dir, cifar10_test):
     from tqref.deploy import load_packed
     packed_files = sorted(run_dir.glob("*.packed.npz"))

@@ -109,7 +109,7 @@ def _weights(folder):
         return {k: f[k] for k in f.files if k.startswith(("model/", "optim/")) or k == "rng_state"}
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_sweep_on_a_local_cluster_runs_then_skips(tmp_path, cifar):
     spec_path = _spec(tmp_path, GRID)
     lines = []
@@ -127,7 +127,7 @@ def test_sweep_on_a_local_cluster_runs_then_skips(tmp_path, cifar):
     assert "nothing to do" in "\n".join(lines)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_killed_worker_resumes_the_run_on_another_to_identical_weights(tmp_path, cifar):
     from dask.distributed import Client, LocalCluster
 

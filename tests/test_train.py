@@ -114,6 +114,7 @@ def test_run_folder_contents(data, tmp_path):
     assert again["top1"] == log[-1]["test_top1"] and again["loss"] == pytest.approx(log[-1]["test_loss"])
 
 
+@pytest.mark.long
 def test_training_learns_real_cifar10(tmp_path):
     if not os.environ.get("TQREF_DATA"):
         pytest.skip("TQREF_DATA not set")
