@@ -9,7 +9,7 @@
 
 Like Larq's summary, but it also counts what ternary weights save: zero codes
 (skipped work), the α overhead and the adds that replace multiplies
-(``../shared/docs/method.md``, "Compression and sparsity").
+(``docs/method.md``, "Compression and sparsity").
 
 One forward pass of zeros (shape ``input_shape``, evaluation mode) records
 each Conv2d/Linear's output shape; the layers are listed in the order that

@@ -1,6 +1,6 @@
 """The trainer: the paper's CIFAR-10 recipe, resumable bit for bit.
 
-Defaults are the paper's (``../shared/docs/method.md``): SGD with Nesterov
+Defaults are the paper's (``docs/method.md``, "Training recipe"): SGD with Nesterov
 momentum 0.9, weight decay 3e-4 on all parameters, batch 128, 200 epochs,
 lr 0.1 multiplied by 0.1 at epoch 80, 0.1 at 120 and 0.5 at 160, random crop
 + flip, test evaluation after every epoch.  Every knob is a field of

@@ -1,4 +1,4 @@
-"""The paper's quantizer, Eqs. (1)–(5) of ``../shared/docs/method.md``.
+"""The paper's quantizer, Eqs. (1)–(5) of ``docs/method.md``.
 
 For one layer with full-precision *latent* weight W (kept and trained):
 
@@ -144,7 +144,8 @@ def alpha(latent_weight, threshold, per_channel=False):
     −2 Σ_{i∈I_Δ} T_i (W_i − α T_i) to zero gives α = Σ|W_i| / |I_Δ|.
     Returns a float, or an (F,) array when ``per_channel``; 0 where I_Δ is
     empty (only possible when Δ = 0, i.e. W = 0 there).  No gradient flows
-    through α (Eq. 4 treats it as a constant)."""
+    through α: Eq. (4) treats it as a constant, although α depends on W
+    (see ``straight_through_gradient`` for the exact derivative)."""
     magnitude = np.abs(latent_weight).astype(np.float64, copy=False)
     delta = _broadcast(threshold, latent_weight.ndim, np.float64)
     selected = (magnitude >= delta) & (delta > 0)
@@ -207,10 +208,25 @@ def straight_through_gradient(grad_effective, latent_weight, t_ex=1, clip=STE_CL
         ∂L/∂W_i = t_ex · ∂L/∂W_eff,i · 1[|W_i| < clip]
 
     grad_effective: ∂L/∂W_eff, the convolution's weight gradient, shape of W.
-    The quantizer's true derivative is zero almost everywhere, so the
-    gradient passes *straight through* (not multiplied by α); weights that
-    have grown past |W| = 1 stop receiving gradient.  Each of the t_ex
-    expansions passes its own copy, hence the factor t_ex.
+
+    This is not the exact derivative of W' = α·T(W) (one Δ and one α per
+    tensor, t_ex = 1; each expansion adds one such term).  The codes T are
+    piecewise constant, but α = mean{|W_i| : |W_i| ≥ Δ} depends on W, so
+    wherever no |W_i| equals Δ the exact gradient is, with g = ∂L/∂W' and
+    n the number of non-zero codes,
+
+        ∂L/∂W_j = T_j · (Σ_i T_i g_i) / n
+
+    (Jacobian T Tᵀ / n): zero below the threshold and one shared magnitude
+    above it.  It moves every weight above Δ by the same amount, which
+    rescales α; a code changes only when that shared move carries a weight
+    across Δ, never weight by weight.  At |W_i| = Δ, W' jumps and has no
+    derivative.  Notebook 04 derives and
+    checks this.  Eq. (4) instead holds α and Δ constant and passes each
+    g_i *straight through* (not multiplied by α), so every latent weight
+    moves on its own and its code changes when it crosses ±Δ; weights that
+    have grown past |W| = clip (1) stop receiving gradient.  Each of the
+    t_ex expansions passes its own copy, hence the factor t_ex.
     """
     mask = np.abs(latent_weight) < clip
     return np.where(mask, grad_effective * grad_effective.dtype.type(t_ex), 0).astype(grad_effective.dtype,
