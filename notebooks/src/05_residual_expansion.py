@@ -1,11 +1,27 @@
 # %% [markdown]
 # # 5. Residual expansion, Eq. (5)
 #
+# **Learning objectives.** After this notebook you can
+# - write Eq. (5) and compute $W_{\text{eff}} = \sum_k \alpha_k T_k$ for
+#   $t_{ex} = 1, 2, 4$ with tqref;
+# - count the levels of $W_{\text{eff}}$ (at most $2t_{ex}+1$) and explain why
+#   its scale is too large and why a batch norm after the convolution makes
+#   that harmless;
+# - measure the approximation error up to a common scale, and check that an
+#   expansion layer is one convolution with $W_{\text{eff}}$;
+# - state the storage cost: $2t_{ex}$ bits per weight, i.e. 16×, 8×, 4× compression.
+#
+# **Prerequisites.** Notebook 01 (the convolution, `conv2d_forward`), 02 (batch
+# norm: it removes a common scale) and 03 (Eqs. (1)–(3), `ternarize`, α, Δ,
+# sparsity).
+# **Reading time:** about 15 minutes (exercises not included).
+# **Method:** `docs/method.md`, Eq. (5).
+#
 # **Idea.** One ternary tensor can only say "−α, 0 or +α". The residual
 # expansion layer (REL) adds more ternary tensors of the *same* latent
 # weight, each with a larger threshold, and sums them. With $t_{ex}$
 # expansions the effective weight takes up to $2t_{ex}+1$ levels: a finer
-# staircase, a smaller approximation error, at $2t_{ex}$ bits per weight.
+# staircase that follows the shape of $W$ more closely, at $2t_{ex}$ bits per weight.
 
 # %%
 import inspect
@@ -14,11 +30,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from tqref import nn
-from tqref.functional import conv2d_forward
+from tqref.functional import batchnorm_forward, conv2d_forward
 from tqref.models import resnet20
 from tqref.summary import model_summary
-from tqref.ternary import (PAPER_DELTA_LISTS, TernaryConv2d, effective_weight, ternarize_expansions,
-                           ternarize_model)
+from tqref.ternary import (PAPER_DELTA_LISTS, TernaryConv2d, effective_weight, quantized_layers,
+                           ternarize_expansions, ternarize_model)
+from tqref.ternary.quantize import ternarize_expansions_naive
 
 rng = np.random.default_rng(0)
 
@@ -33,10 +50,16 @@ rng = np.random.default_rng(0)
 # with $\delta = (0.05, 0.10)$ for $t_{ex}=2$ and $(0.05, 0.10, 0.15, 0.20)$ for
 # $t_{ex}=4$. Every expansion ternarizes the same $W$ (not the residual error
 # $W - \alpha_1 T_1$), and the bias is added once.
+#
+# Read `ternarize_expansions_naive`: it is Eqs. (1)–(3) of notebook 03 called
+# once per threshold. The layers call `ternarize_expansions`, which returns the
+# same list from a Numba kernel (`tqref.kernels.quantize`); the next section
+# checks that the two agree.
 
 # %%
+assert "ternarize_expansions(" in inspect.getsource(TernaryConv2d.quantize)  # what a layer calls
 print(PAPER_DELTA_LISTS)
-print(inspect.getsource(ternarize_expansions))
+print(inspect.getsource(ternarize_expansions_naive))
 print(inspect.getsource(effective_weight))
 
 # %% [markdown]
@@ -47,6 +70,13 @@ print(inspect.getsource(effective_weight))
 
 # %%
 w = rng.standard_normal((64, 64, 3, 3)) * np.sqrt(2 / (9 * 64))
+for t_ex in (1, 2, 4):  # the fast path gives what the readable one gives
+    for fast, naive, d in zip(ternarize_expansions(w, PAPER_DELTA_LISTS[t_ex]),
+                              ternarize_expansions_naive(w, PAPER_DELTA_LISTS[t_ex]), PAPER_DELTA_LISTS[t_ex]):
+        assert np.array_equal(fast.codes, naive.codes) and fast.threshold == naive.threshold
+        assert np.isclose(fast.alpha, naive.alpha, rtol=1e-12, atol=0)
+        assert naive.threshold == d * np.abs(w).max()  # Δ_k from the same W
+print("ternarize_expansions == ternarize_expansions_naive for t_ex = 1, 2, 4")
 order = np.argsort(w.ravel())
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
 axes[0].hist(w.ravel(), bins=120, color="lightgray")
@@ -67,23 +97,69 @@ for t_ex in (1, 2, 4):
 
 # %% [markdown]
 # Notice the slope: every $\alpha_k$ is a mean of $|W|$ (above its own
-# threshold), so the sum of $t_{ex}$ of them is roughly $t_{ex}$ times too
-# large. $W_{\text{eff}}$ is a better *shape* of $W$, not a better copy of its
-# scale. In a ResNet that does not matter: each convolution feeds a batch
-# norm, which divides any common scale away. The fair measure of the
-# approximation is therefore the error after the best rescaling $c$,
-# $\min_c \|W - c\,W_{\text{eff}}\| / \|W\|$, with $c^* = \langle W, W_{\text{eff}}\rangle / \|W_{\text{eff}}\|^2$:
+# threshold), and a weight above $k$ thresholds gets the sum of $k$ of them.
+# For $t_{ex} \ge 2$ the staircase is therefore steeper than the line
+# $W_{\text{eff}} = W$: $|W_{\text{eff}}| > |W|$ for most weights (the
+# fraction is printed below). $W_{\text{eff}}$ is a better *shape* of $W$, not
+# a better copy of its scale. The fair measure of the approximation is
+# therefore the error after the best rescaling $c$,
+# $\min_c \|W - c\,W_{\text{eff}}\| / \|W\|$, with
+# $c^* = \langle W, W_{\text{eff}}\rangle / \|W_{\text{eff}}\|^2$. The factor
+# $1/c^*$ by which $W_{\text{eff}}$ is too large grows with $t_{ex}$ but stays
+# below $t_{ex}$ (printed and checked below):
 
 # %%
-errors = {}
+errors, raw_errors, scales = {}, {}, {}
 for t_ex in (1, 2, 4):
     w_eff = w_effs[t_ex]
-    raw = np.linalg.norm(w - w_eff) / np.linalg.norm(w)
-    c = np.sum(w * w_eff) / np.sum(w_eff * w_eff)
+    raw_errors[t_ex] = np.linalg.norm(w - w_eff) / np.linalg.norm(w)
+    scales[t_ex] = c = np.sum(w * w_eff) / np.sum(w_eff * w_eff)
     errors[t_ex] = np.linalg.norm(w - c * w_eff) / np.linalg.norm(w)
-    print(f"t_ex = {t_ex}: {len(levels[t_ex])} levels, best scale c* = {c:.3f}, "
-          f"error as is {raw:.3f}, error after rescaling {errors[t_ex]:.3f}")
-assert errors[4] < errors[2] < errors[1]
+    larger = np.mean(np.abs(w_eff) > np.abs(w))
+    print(f"t_ex = {t_ex}: {len(levels[t_ex])} levels, |W_eff| > |W| for {larger:.0%} of the weights, "
+          f"best scale c* = {c:.3f} (1/c* = {1 / c:.2f}), "
+          f"error as is {raw_errors[t_ex]:.3f}, after rescaling {errors[t_ex]:.3f}")
+    assert t_ex == 1 or larger > 0.5
+assert errors[4] < errors[2] < errors[1]              # the shape improves ...
+assert raw_errors[4] > raw_errors[2] > raw_errors[1]  # ... the unscaled copy gets worse
+assert 1 / scales[1] < 1 / scales[2] < 1 / scales[4] and all(1 / scales[t] <= t for t in (2, 4))
+
+# %% [markdown]
+# In a ResNet the scale of a convolution's weight does not matter when a
+# batch norm follows it: in training mode batch norm divides the channel by
+# its batch standard deviation, so $\operatorname{conv}(x, c\,W_{\text{eff}})$ and
+# $\operatorname{conv}(x, W_{\text{eff}})$ give the same output up to the small
+# $\varepsilon$; the running mean and variance it keeps for evaluation scale
+# by $c$ and $c^2$, so evaluation mode removes the scale too. Every
+# convolution of ResNet-20 feeds a batch norm (checked below on the names of
+# the ternarized layers). The final linear layer, also ternarized, does not:
+# there the scale multiplies the logits.
+
+# %%
+x = rng.standard_normal((8, 64, 6, 6))
+ones, zeros = np.ones(64), np.zeros(64)
+for t_ex in (2, 4):
+    y = conv2d_forward(x, w_effs[t_ex], None, 1, 1)[0]
+    c = scales[t_ex]
+    # running (mean, var), the rescaled layer's started at (0, c²) as if every earlier batch was rescaled too
+    stats, stats_c = (zeros.copy(), ones.copy()), (zeros.copy(), ones.copy() * c**2)
+    plain = batchnorm_forward(y, ones, zeros, *stats, True)[0]  # training mode: updates stats in place
+    rescaled = batchnorm_forward(c * y, ones, zeros, *stats_c, True)[0]
+    assert np.allclose(stats_c[0], c * stats[0]) and np.allclose(stats_c[1], c**2 * stats[1])
+    plain_eval = batchnorm_forward(y, ones, zeros, *stats, False)[0]
+    rescaled_eval = batchnorm_forward(c * y, ones, zeros, *stats_c, False)[0]
+    print(f"t_ex = {t_ex}: max |BN(conv(x, c*·W_eff)) − BN(conv(x, W_eff))| = "
+          f"{np.abs(plain - rescaled).max():.1e} (training mode), "
+          f"{np.abs(plain_eval - rescaled_eval).max():.1e} (evaluation mode)")
+    # the differences come from ε = 1e-5, added to c²σ² instead of σ²
+    assert np.allclose(plain, rescaled, rtol=1e-3, atol=1e-4)
+    assert np.allclose(plain_eval, rescaled_eval, rtol=1e-3, atol=1e-4)
+names = [name for name, _ in ternarize_model(resnet20(seed=0)).named_modules()]
+quantized = [name for name, _ in quantized_layers(ternarize_model(resnet20(seed=0)))]
+followed = [q for q in quantized if q.replace("conv", "bn") in names and "conv" in q]
+print(f"{len(quantized)} ternarized layers; convolutions followed by a batch norm: {len(followed)}; "
+      f"the others: {sorted(set(quantized) - set(followed))}")
+assert sorted(set(quantized) - set(followed)) == ["linear"]
 
 # %% [markdown]
 # ## Check: the expansion layer is a plain convolution with $W_{\text{eff}}$
@@ -123,13 +199,17 @@ for t_ex in (1, 2, 4):
 assert abs(ratios[1]["quantized_weight_compression_ratio"] - 16) < 0.1
 assert abs(ratios[2]["quantized_weight_compression_ratio"] - 8) < 0.05
 assert abs(ratios[4]["quantized_weight_compression_ratio"] - 4) < 0.05
+assert all(ratios[t]["compression_ratio"] < ratios[t]["quantized_weight_compression_ratio"] for t in (1, 2, 4))
 fig, ax = plt.subplots(figsize=(5, 3))
-ax.bar([f"t_ex={t}" for t in (1, 2, 4)], [errors[t] for t in (1, 2, 4)], color="C0", label="relative error")
+bars = ax.bar([f"t_ex={t}" for t in (1, 2, 4)], [errors[t] for t in (1, 2, 4)], color="C0",
+              label="error after rescaling (left)")
 ax2 = ax.twinx()
-ax2.plot([f"t_ex={t}" for t in (1, 2, 4)], [ratios[t]["quantized_weight_compression_ratio"] for t in (1, 2, 4)],
-         "C3o-", label="compression")
+line, = ax2.plot([f"t_ex={t}" for t in (1, 2, 4)],
+                 [ratios[t]["quantized_weight_compression_ratio"] for t in (1, 2, 4)],
+                 "C3o-", label="compression of the weights (right)")
 ax.set_ylabel("min_c ||W − c·W_eff|| / ||W||")
 ax2.set_ylabel("compression ×")
+ax.legend(handles=[bars, line], loc="upper right", fontsize=8)
 plt.show()
 
 # %% [markdown]
@@ -139,9 +219,10 @@ plt.show()
 #   nested thresholds; $W_{\text{eff}}$ is a symmetric quantizer with at most $2t_{ex}+1$ levels.
 # - One convolution with $W_{\text{eff}}$ computes exactly the sum of the
 #   expansion convolutions.
-# - Each expansion halves the compression (16×, 8×, 4×) and shrinks the
-#   approximation error up to a common scale — the scale itself grows with
-#   $t_{ex}$ and is absorbed by the batch norm that follows each convolution.
+# - Doubling $t_{ex}$ halves the compression (16×, 8×, 4×) and shrinks the
+#   approximation error up to a common scale. The scale itself grows with
+#   $t_{ex}$; the batch norm after each convolution removes it (the final
+#   linear layer has no batch norm after it).
 #
 # ## Exercises
 #
