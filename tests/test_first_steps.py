@@ -4,6 +4,7 @@ batches, same update), and its table is what those steps give."""
 
 import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from tqref.data import Batches, load_cifar10, write_synthetic_cifar10
 from tqref.functional import softmax_cross_entropy
 from tqref.train import Trainer, TrainConfig
 
-from test_queue import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 spec = importlib.util.spec_from_file_location("first_steps", REPO_ROOT / "results" / "first_steps.py")
 first_steps = importlib.util.module_from_spec(spec)
