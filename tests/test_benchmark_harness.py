@@ -152,7 +152,7 @@ def test_inference_ratios_and_agreement():
     assert inference.agreement(checks)["batch 1"]["tqref-packed"] == pytest.approx(1e-4)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_inference_benchmark_runs_end_to_end(tmp_path):
     """One round, batch 1, tqref only: the script, its workers and its report work together."""
     inference = _load("inference")

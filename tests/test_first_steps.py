@@ -24,6 +24,7 @@ def cifar_root(tmp_path_factory):
     return write_synthetic_cifar10(tmp_path_factory.mktemp("cifar"), images_per_batch=64)
 
 
+@pytest.mark.long
 def test_its_steps_are_the_trainers(cifar_root, tmp_path):
     data = load_cifar10(cifar_root, verbose=False)
     losses, accuracies = first_steps.first_steps(data, "resnet20", 0.1, True, steps=5)
@@ -42,6 +43,7 @@ def test_its_steps_are_the_trainers(cifar_root, tmp_path):
     assert losses == expected[:5] and len(accuracies) == 5 and all(0 <= a <= 1 for a in accuracies)
 
 
+@pytest.mark.long
 def test_the_table(cifar_root, capsys):
     first_steps.main(["--data-dir", str(cifar_root), "--models", "small", "--lrs", "0.1", "0.01",
                       "--steps", "10"])

@@ -280,6 +280,7 @@ def test_failed_conversion_leaves_model_unchanged():
 
 
 # ------------------------------------------------------------ learning
+@pytest.mark.long
 def test_ternarized_resnet20_lowers_training_loss_on_cifar_subset():
     from tqref.data import load_cifar10, normalize
     try:
