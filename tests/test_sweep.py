@@ -232,3 +232,20 @@ def test_publish_readies_finished_and_started_runs_for_a_commit(tmp_path, cifar)
     # the split run still resumes (the sweep's own task) and finishes
     assert train_run(started.folder, started.settings, data_dir=str(cifar))["state"] == "trained"
     assert run_state(started)["state"] == "finished"
+
+
+def test_several_specs_run_as_one_queue_and_out_moves_the_folders(tmp_path, capsys):
+    from tqref.cli import main
+    from tqref.sweep import merge_specs
+    first = _spec(tmp_path, GRID)
+    second = tmp_path / "second.toml"
+    second.write_text(GRID.replace('quant = ["fp", "tex2"]', 'quant = ["ternary"]'))
+    merged = merge_specs([load_spec(first), load_spec(second)])
+    assert [r.name for r in merged.runs] == ["fp-short-s0", "fp-short-s1", "tex2-short-s0", "tex2-short-s1",
+                                             "ternary-short-s0", "ternary-short-s1"]
+    with pytest.raises(SpecError, match="both have a run in"):
+        merge_specs([load_spec(first), load_spec(first)])
+    elsewhere = tmp_path / "scratch"
+    assert main(["sweep", str(first), str(second), "--out", str(elsewhere), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"6 new of 6 runs in {elsewhere}" in out and f"--out {elsewhere}/ternary-short-s1" in out

@@ -517,8 +517,13 @@ def main_sweep(args):
         print(f"published: {len(written)} file(s) rewritten or written" if written else
               "published: every run folder was ready already")
         return 0
-    results = run_sweep(spec, scheduler=args.scheduler, workers=args.workers, threads=args.threads,
-                        data_dir=args.data_dir, dry_run=args.dry_run, log=lambda line: print(line, flush=True))
+    try:
+        results = run_sweep(spec, scheduler=args.scheduler, workers=args.workers, threads=args.threads,
+                            data_dir=args.data_dir, dry_run=args.dry_run, log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print("\ninterrupted: every run keeps its last finished epoch; the same command resumes them",
+              file=sys.stderr)
+        return 130
     failed = [r for r in results if r.get("state") == "failed"]
     if failed:
         print(f"error: {len(failed)} run(s) failed: " + ", ".join(Path(r['run']).name for r in failed),
