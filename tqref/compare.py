@@ -294,7 +294,7 @@ def seed_groups(runs):
         group.update(runs=members, seeds=seeds, n=len(members), n_finished=done,
                      finished=done == len(members), epochs_done=min(r["epochs_done"] for r in members),
                      run=", ".join(r["run"] for r in members), best_epoch=None,
-                     status="finished" if done == len(members) else
+                     status="finished" if done == len(members) else first["status"] if len(members) == 1 else
                      f"{done} of {len(members)} finished, the others at epochs "
                      + ", ".join(f"{r['epochs_done']}/{r['epochs_planned']}" for r in members if not r["finished"]))
         for key in ("final_top1", "best_top1"):
