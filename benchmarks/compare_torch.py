@@ -318,6 +318,7 @@ def main(argv=None):
     # torch first: its OpenMP runtime reads OMP_WAIT_POLICY when it loads, and
     # tqref sets PASSIVE for its own (Numba's) runtime on import.
     import torch  # noqa: F401
+
     import tqref  # noqa: F401
 
     limiter = set_threads(args.threads, {"tqref", "torch"})  # noqa: F841

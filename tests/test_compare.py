@@ -14,7 +14,7 @@ import pytest
 from tqref.cli import main
 from tqref.compare import PAPER_TOP1, duration, paired_difference, paper_table, read_run
 from tqref.data import load_cifar10, write_synthetic_cifar10
-from tqref.train import Trainer, TrainConfig
+from tqref.train import TrainConfig, Trainer
 
 
 class Stop(Exception):

@@ -13,6 +13,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from nojit import run_without_jit  # tests/nojit.py
 
 from tqref.functional.conv import (
     conv2d_backward,
@@ -24,8 +25,6 @@ from tqref.functional.conv import (
 from tqref.gradcheck import numeric_gradient, relative_error
 from tqref.kernels import im2col as im2col_module
 from tqref.kernels.im2col import col2im, col2im_naive, im2col, im2col_naive
-from nojit import run_without_jit  # tests/nojit.py
-
 
 KERNELS = [(1, 1), (3, 3), (5, 5), (3, 2)]
 STRIDES = [1, 2, 3]

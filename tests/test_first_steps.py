@@ -10,7 +10,7 @@ import pytest
 
 from tqref.data import Batches, load_cifar10, write_synthetic_cifar10
 from tqref.functional import softmax_cross_entropy
-from tqref.train import Trainer, TrainConfig
+from tqref.train import TrainConfig, Trainer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

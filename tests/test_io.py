@@ -6,13 +6,12 @@ import os
 
 import numpy as np
 import pytest
+from torch_reference import torch_cifar_resnet  # tests/torch_reference.py
 
 from tqref import io as tio
 from tqref.functional import softmax_cross_entropy
 from tqref.models import get_model
 from tqref.optim import SGD, paper_schedule
-
-from torch_reference import torch_cifar_resnet  # tests/torch_reference.py
 
 
 def _trained(model, steps=2, seed=0):

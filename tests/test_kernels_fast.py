@@ -14,21 +14,29 @@ import textwrap
 
 import numpy as np
 import pytest
+from nojit import run_without_jit  # tests/nojit.py
 
 from tqref import nn
 from tqref.functional import (
-    batchnorm_relu_backward, batchnorm_relu_backward_naive, batchnorm_relu_forward,
-    batchnorm_relu_forward_naive, conv2d_backward, conv2d_backward_naive, conv2d_forward,
-    conv2d_forward_naive, relu_backward, relu_backward_naive, relu_forward, relu_forward_naive,
+    batchnorm_relu_backward,
+    batchnorm_relu_backward_naive,
+    batchnorm_relu_forward,
+    batchnorm_relu_forward_naive,
+    conv2d_backward,
+    conv2d_backward_naive,
+    conv2d_forward,
+    conv2d_forward_naive,
+    relu_backward,
+    relu_backward_naive,
+    relu_forward,
+    relu_forward_naive,
 )
 from tqref.gradcheck import check_gradient, check_module_gradients
-from tqref.kernels import blas
+from tqref.kernels import blas, parallel
 from tqref.kernels import conv_nhwc as kc
-from tqref.kernels import parallel
 from tqref.kernels.layout import is_channels_last, to_nchw, to_nhwc
 from tqref.kernels.reduce import all_finite
 from tqref.ternary.quantize import effective_weight, ternarize_expansions, ternarize_expansions_naive
-from nojit import run_without_jit  # tests/nojit.py
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

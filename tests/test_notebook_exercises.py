@@ -4,11 +4,23 @@ import numpy as np
 import pytest
 
 from tqref import nn
-from tqref.functional import (add_forward, batchnorm_backward, batchnorm_forward, conv2d_backward,
-                              conv2d_forward, conv_output_size)
+from tqref.functional import (
+    add_forward,
+    batchnorm_backward,
+    batchnorm_forward,
+    conv2d_backward,
+    conv2d_forward,
+    conv_output_size,
+)
 from tqref.kernels.im2col import col2im, im2col
-from tqref.ternary import (TernaryConv2d, delta_factors_for, effective_weight, straight_through_gradient,
-                           ternarize, ternarize_expansions)
+from tqref.ternary import (
+    TernaryConv2d,
+    delta_factors_for,
+    effective_weight,
+    straight_through_gradient,
+    ternarize,
+    ternarize_expansions,
+)
 
 rng = np.random.default_rng(7)
 
@@ -302,6 +314,7 @@ def test_nb06_ex2_kept_first_and_last_layers_after_bn_reestimation():
 
 def test_nb06_ex3_where_latent_and_ternary_weights_meet():
     import inspect
+
     from tqref.nn.layers import WeightedLayer
     from tqref.ternary.layers import TernaryMixin
     from tqref.train import Trainer
@@ -333,6 +346,7 @@ def test_nb07_ex1_log2_3_bits_and_base3():
 def test_nb07_ex2_t_ex2_file_grows_less_than_twice():
     import tempfile
     from pathlib import Path
+
     from tqref.deploy import export_packed
     from tqref.models import resnet20
     from tqref.ternary import ternarize_model
@@ -464,6 +478,7 @@ def test_nb09_ex1_compression_by_hand():
 
 def test_nb09_ex2_the_first_epochs_at_each_learning_rate():
     import json
+
     from tqref.train import TrainConfig
     folder, records = _ternary_run()
     schedule = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())).make_schedule()

@@ -6,14 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from tqref.optim import (
-    SGD,
-    ConstantLR,
-    CosineLR,
-    LinearWarmup,
-    MultiStepLR,
-    paper_schedule,
-)
+from tqref.optim import SGD, ConstantLR, CosineLR, LinearWarmup, MultiStepLR, paper_schedule
 
 
 # ------------------------------------------------------------------ helpers

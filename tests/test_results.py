@@ -46,13 +46,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from torch_reference import torch_cifar_resnet  # tests/torch_reference.py
 
 from tqref import io as tio
 from tqref.data import FOLDER, TEST_FILE, DataError, find_cifar10, load_batch, normalize
 from tqref.nn import no_grad
 from tqref.train import TrainConfig, evaluate, read_log, ternary_stats
-
-from torch_reference import torch_cifar_resnet  # tests/torch_reference.py
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 RUNS = sorted(path.parent for path in RESULTS.glob("*/last.npz"))

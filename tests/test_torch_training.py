@@ -13,14 +13,13 @@ Skipped without torch."""
 
 import numpy as np
 import pytest
+from torch_reference import ternarize_torch_net, torch_cifar_resnet
 
 from tqref.functional import softmax_cross_entropy
 from tqref.models import resnet20
 from tqref.optim import SGD
 from tqref.ternary import ternarize_model
 from tqref.train import TrainConfig
-
-from torch_reference import ternarize_torch_net, torch_cifar_resnet
 
 PAPER = TrainConfig()  # the recipe's optimiser settings: lr, momentum, Nesterov, weight decay
 DELTA_FACTORS = {1: (0.05,), 2: (0.05, 0.10)}  # method.md, Eq. (5)

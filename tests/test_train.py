@@ -11,7 +11,7 @@ import pytest
 from tqref import io as tio
 from tqref import train as train_module
 from tqref.data import load_cifar10, write_synthetic_cifar10
-from tqref.train import Trainer, TrainConfig, TrainingDiverged, evaluate, read_log, ternary_stats
+from tqref.train import TrainConfig, Trainer, TrainingDiverged, evaluate, read_log, ternary_stats
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,7 @@ from tqref.models import get_model, resnet20
 from tqref.optim import SGD
 from tqref.ternary import VARIANTS, Ternarized, is_ternary, ternarize_model, to_full_precision
 from tqref.ternary.convert import is_quantized_layer, quantized_layers
-from tqref.ternary.variants import (
-    TTQ_FALLBACK_SCALE,
-    BinaryConv2d,
-    BinaryLinear,
-    TTQConv2d,
-    TTQLinear,
-    TTQTernarized,
-)
+from tqref.ternary.variants import TTQ_FALLBACK_SCALE, BinaryConv2d, BinaryLinear, TTQConv2d, TTQLinear, TTQTernarized
 
 # max|W| = 2.0, so Δ = 0.05·2 = 0.1.  I_p = {2.0, 0.1, 1.2}, I_n = {−0.5, −0.1}, zeros elsewhere.
 W = np.array([[2.0, -0.5, 0.1, -0.1],

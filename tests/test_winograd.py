@@ -38,13 +38,12 @@ import textwrap
 
 import numpy as np
 import pytest
+from nojit import run_without_jit  # tests/nojit.py
 
 from tqref.functional import conv2d_backward_naive, conv2d_forward_naive
 from tqref.kernels import conv_nhwc as kc
 from tqref.kernels import parallel
 from tqref.kernels import winograd as wg
-from nojit import run_without_jit  # tests/nojit.py
-
 
 F32_RTOL = 1e-5
 F64_RTOL = 1e-12

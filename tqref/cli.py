@@ -356,10 +356,9 @@ class _PackedInfo:
 
 def _cmd_evaluate(args):
     from tqref.data import load_cifar10
+    from tqref.deploy import is_packed_file, load_packed
     from tqref.io import load_model
     from tqref.train import evaluate
-
-    from tqref.deploy import is_packed_file, load_packed
     if is_packed_file(args.checkpoint):
         # a packed ternary file: evaluated by the add-only engine, BN folded
         model = load_packed(args.checkpoint)
@@ -455,8 +454,16 @@ def _cmd_export(args):
 
 
 def _cmd_compare(args):
-    from tqref.compare import (format_paper_table, format_runs, format_seeds, paper_table, read_run, seed_gaps,
-                               seed_groups, to_json)
+    from tqref.compare import (
+        format_paper_table,
+        format_runs,
+        format_seeds,
+        paper_table,
+        read_run,
+        seed_gaps,
+        seed_groups,
+        to_json,
+    )
 
     runs = [read_run(run_dir) for run_dir in args.run_dirs]  # every folder checked before printing
     style = "markdown" if args.markdown else "text"

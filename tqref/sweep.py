@@ -65,8 +65,8 @@ Each run writes its per-epoch lines to ``RUN_DIR/train.log``.
 
 import dataclasses
 import itertools
-import logging
 import json
+import logging
 import os
 import string
 import sys

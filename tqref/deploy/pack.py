@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tqref.deploy.engine import PackedModel, check_layers, _layer_entry
+from tqref.deploy.engine import PackedModel, _layer_entry, check_layers
 from tqref.deploy.fold import FoldedLayer
 from tqref.io import atomic_write
 

@@ -26,7 +26,6 @@ import numpy as np
 from ..kernels.layout import to_nchw, to_nhwc
 from ..validation import check_array
 
-
 # ----------------------------------------------------------------------------
 # global average pooling
 # ----------------------------------------------------------------------------

@@ -30,7 +30,6 @@ import numpy as np
 from ..kernels.layout import to_nchw, to_nhwc
 from ..validation import check_array, check_positive_int
 
-
 # ----------------------------------------------------------------------------
 # option-A shortcut
 # ----------------------------------------------------------------------------

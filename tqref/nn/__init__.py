@@ -1,6 +1,6 @@
 """Layers with parameters (built on ``tqref.functional``)."""
 
-from tqref.nn.module import Module, no_grad
+from tqref.nn.blocks import BasicBlock
 from tqref.nn.layers import (
     BatchNorm2d,
     Conv2d,
@@ -12,7 +12,7 @@ from tqref.nn.layers import (
     Sequential,
     WeightedLayer,
 )
-from tqref.nn.blocks import BasicBlock
+from tqref.nn.module import Module, no_grad
 
 __all__ = [
     "Module", "no_grad", "Conv2d", "Linear", "BatchNorm2d", "ReLU", "MaxPool2x2", "GlobalAvgPool2d",

@@ -6,6 +6,9 @@ whole-network conversion, and variants to compare against.
     convert.py    ternarize_model(model, t_ex=...), to_full_precision(model)
 """
 
+from tqref.ternary import variants  # noqa: E402,F401  registers "ttq" and "binary" in VARIANTS; keep last
+from tqref.ternary.convert import VARIANTS, is_ternary, quantized_layers, ternarize_model, to_full_precision
+from tqref.ternary.layers import TernaryConv2d, TernaryLinear, TernaryMixin, to_float
 from tqref.ternary.quantize import (
     PAPER_DELTA,
     PAPER_DELTA_LISTS,
@@ -19,12 +22,3 @@ from tqref.ternary.quantize import (
     ternary_codes,
     threshold,
 )
-from tqref.ternary.layers import TernaryConv2d, TernaryLinear, TernaryMixin, to_float
-from tqref.ternary.convert import (
-    VARIANTS,
-    is_ternary,
-    quantized_layers,
-    ternarize_model,
-    to_full_precision,
-)
-from tqref.ternary import variants  # noqa: E402,F401  registers "ttq" and "binary" in VARIANTS; keep last
