@@ -42,3 +42,18 @@ from tqref.functional.shortcut import (
     option_a_shortcut_forward,
     option_a_shortcut_forward_naive,
 )
+
+__all__ = [
+    "add_backward", "add_backward_naive", "add_forward", "add_forward_naive", "batchnorm_backward",
+    "batchnorm_backward_naive", "batchnorm_forward", "batchnorm_forward_naive",
+    "batchnorm_relu_backward", "batchnorm_relu_backward_naive", "batchnorm_relu_forward",
+    "batchnorm_relu_forward_naive", "conv2d_backward", "conv2d_backward_naive", "conv2d_forward",
+    "conv2d_forward_naive", "conv_output_size", "global_avg_pool_backward",
+    "global_avg_pool_backward_naive", "global_avg_pool_forward", "global_avg_pool_forward_naive",
+    "linear_backward", "linear_backward_naive", "linear_forward", "linear_forward_naive",
+    "max_pool2x2_backward", "max_pool2x2_backward_naive", "max_pool2x2_forward",
+    "max_pool2x2_forward_naive", "option_a_shortcut_backward", "option_a_shortcut_backward_naive",
+    "option_a_shortcut_forward", "option_a_shortcut_forward_naive", "relu_backward",
+    "relu_backward_naive", "relu_forward", "relu_forward_naive", "softmax_cross_entropy",
+    "softmax_cross_entropy_naive",
+]

@@ -6,7 +6,7 @@ whole-network conversion, and variants to compare against.
     convert.py    ternarize_model(model, t_ex=...), to_full_precision(model)
 """
 
-from tqref.ternary import variants  # noqa: E402,F401  registers "ttq" and "binary" in VARIANTS; keep last
+from tqref.ternary import variants  # registers "ttq" and "binary" in VARIANTS
 from tqref.ternary.convert import VARIANTS, is_ternary, quantized_layers, ternarize_model, to_full_precision
 from tqref.ternary.layers import TernaryConv2d, TernaryLinear, TernaryMixin, to_float
 from tqref.ternary.quantize import (
@@ -22,3 +22,11 @@ from tqref.ternary.quantize import (
     ternary_codes,
     threshold,
 )
+
+__all__ = [
+    "alpha", "delta_factors_for", "effective_weight", "is_ternary", "PAPER_DELTA",
+    "PAPER_DELTA_LISTS", "quantized_layers", "straight_through_gradient", "ternarize",
+    "ternarize_expansions", "ternarize_model", "Ternarized", "ternary_codes", "TernaryConv2d",
+    "TernaryLinear", "TernaryMixin", "threshold", "to_float", "to_full_precision", "variants",
+    "VARIANTS",
+]
