@@ -10,6 +10,11 @@ import numpy as np
 FLOAT_DTYPES = (np.float32, np.float64)
 
 
+class NonFiniteError(ValueError):
+    """An array that holds NaN or inf (a ValueError: bad input to a function;
+    the trainer reads it as a sign that training diverged)."""
+
+
 def check_array(x, who, *, ndim=None, dtype_like=None, float_only=True, finite=True):
     """Check that ``x`` is a NumPy array of the expected kind.
 
@@ -37,7 +42,7 @@ def check_array(x, who, *, ndim=None, dtype_like=None, float_only=True, finite=T
         )
     if finite and not all_finite(x):
         n_bad = int(x.size - np.count_nonzero(np.isfinite(x)))
-        raise ValueError(f"{who}: contains {n_bad} NaN or inf value(s) (shape {x.shape})")
+        raise NonFiniteError(f"{who}: contains {n_bad} NaN or inf value(s) (shape {x.shape})")
     return x
 
 
