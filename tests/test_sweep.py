@@ -121,6 +121,7 @@ def test_sweep_on_a_local_cluster_runs_then_skips(tmp_path, cifar):
         config = json.loads((run.folder / "config.json").read_text())
         assert config["t_ex"] == run.settings["t_ex"] and config["seed"] == run.settings["seed"]
         assert (run.folder / "train.log").read_text().count("epoch   3/3") == 1
+        assert "MALLOC_TRIM_THRESHOLD_" not in (run.folder / "train.log").read_text()  # not Dask's default
     # the same command again: nothing to do, nothing started
     lines.clear()
     assert run_sweep(spec_path, workers=2, data_dir=cifar, log=lines.append) == []

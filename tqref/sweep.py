@@ -51,6 +51,13 @@ run folders at the same path (shared storage)::
 
     dask worker tcp://host:8786 --nworkers 2 --nthreads 1
 
+(A Dask nanny gives its workers ``MALLOC_TRIM_THRESHOLD_=65536``, which
+slows tqref's training by about a third, ``benchmarks/malloc_trim.py``; the
+local cluster is started without it.  For ``dask worker``, put
+``distributed: {nanny: {pre-spawn-environ: {MALLOC_TRIM_THRESHOLD_: null}}}``
+in a Dask config file, e.g. ``~/.config/dask/tqref.yaml``; a run whose worker
+has the variable says so in its ``train.log``.)
+
 (dask-jobqueue's ``SLURMCluster`` / ``PBSCluster`` start such workers as batch
 jobs; pass their scheduler's address).  A worker that dies takes its task
 with it; the scheduler gives the task to another worker, which resumes the
@@ -366,6 +373,10 @@ def train_run(folder, settings, data_dir=None, threads=1):
         trainer = Trainer(TrainConfig.from_dict({**settings, "data_dir": data_dir}), folder,
                           log=log, progress=False)
     log(trainer.describe())
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+        log(f"note: MALLOC_TRIM_THRESHOLD_={os.environ['MALLOC_TRIM_THRESHOLD_']} in this worker's environment "
+            f"(a Dask nanny's default) slows training by about a third (benchmarks/malloc_trim.py); "
+            f"see tqref/sweep.py for starting workers without it")
     with open(folder / "train.log", "a", buffering=1) as log_file:
         log_file.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} on {socket.gethostname()} "
                        f"pid {os.getpid()}, {threads} thread(s)\n" + "".join(f"{line}\n" for line in lines))
@@ -423,6 +434,11 @@ def run_sweep(spec, *, scheduler=None, workers=None, threads=1, data_dir=None, d
     cluster = None
     if scheduler is None:
         n = workers or os.cpu_count() or 1
+        import dask
+        # A Dask nanny starts its workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off
+        # glibc's dynamic mmap threshold: every large array is then mapped afresh and a
+        # training step runs about a third slower (benchmarks/malloc_trim.py).  Not here.
+        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
         # one process per worker, single-threaded: each run is one task, and tqref
         # parallelises inside a run only if threads > 1
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
