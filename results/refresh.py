@@ -6,6 +6,7 @@ It rewrites the part of results/README.md between the two ``refresh.py``
 markers with the output of
 
     python -m tqref compare results/NAME ... --paper-table --markdown
+    python -m tqref compare results/NAME ... --seeds --markdown
     python -m tqref compare results/NAME ... --markdown
 
 (every run folder: every folder of results/ holding a config.json, which
@@ -81,7 +82,7 @@ def status_line(folder, run):
 
 
 # the compare commands each README shows, as its flags after ``compare results/*/``
-TABLES = {README: (["--paper-table", "--markdown"], ["--markdown"]),
+TABLES = {README: (["--paper-table", "--markdown"], ["--seeds", "--markdown"], ["--markdown"]),
           TOP_README: (["--paper-table", "--markdown"],)}
 
 
