@@ -52,7 +52,7 @@ run folders at the same path (shared storage)::
     dask worker tcp://host:8786 --nworkers 2 --nthreads 1
 
 (A Dask nanny gives its workers ``MALLOC_TRIM_THRESHOLD_=65536``, which
-slows tqref's training by about a third, ``benchmarks/malloc_trim.py``; the
+makes a tqref training step about 35 % slower, ``benchmarks/malloc_trim.py``; the
 local cluster is started without it.  For ``dask worker``, put
 ``distributed: {nanny: {pre-spawn-environ: {MALLOC_TRIM_THRESHOLD_: null}}}``
 in a Dask config file, e.g. ``~/.config/dask/tqref.yaml``; a run whose worker
@@ -375,7 +375,7 @@ def train_run(folder, settings, data_dir=None, threads=1):
     log(trainer.describe())
     if os.environ.get("MALLOC_TRIM_THRESHOLD_"):
         log(f"note: MALLOC_TRIM_THRESHOLD_={os.environ['MALLOC_TRIM_THRESHOLD_']} in this worker's environment "
-            f"(a Dask nanny's default) slows training by about a third (benchmarks/malloc_trim.py); "
+            f"(a Dask nanny's default) makes a training step about 35 % slower (benchmarks/malloc_trim.py); "
             f"see tqref/sweep.py for starting workers without it")
     with open(folder / "train.log", "a", buffering=1) as log_file:
         log_file.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} on {socket.gethostname()} "
@@ -437,7 +437,7 @@ def run_sweep(spec, *, scheduler=None, workers=None, threads=1, data_dir=None, d
         import dask
         # A Dask nanny starts its workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off
         # glibc's dynamic mmap threshold: every large array is then mapped afresh and a
-        # training step runs about a third slower (benchmarks/malloc_trim.py).  Not here.
+        # training step takes about 35 % longer (benchmarks/malloc_trim.py).  Not here.
         dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
         # one process per worker, single-threaded: each run is one task, and tqref
         # parallelises inside a run only if threads > 1
