@@ -237,7 +237,7 @@ def paper_table(runs):
         for i, (key, run) in enumerate(mine):
             if key == "ternary_tex2" and run["schedule"] not in schedules:
                 if len(schedules) == 1 and len({r["schedule"] for k, r in mine if k == key}) == 1:
-                    mine[i] = (key, {**run, "schedule": schedules[0], "own_schedule": run["schedule"]})
+                    mine[i] = (key, {**run, "schedule": schedules[0]})
                 else:
                     schedules.append(run["schedule"])
         schedules = schedules or [None]

@@ -483,8 +483,6 @@ def publish(spec, log=print):
     started run       ``last.npz`` split in two (weights only + ``last.momentum.npz``,
                       which ``--resume`` reads as one) and ``best.npz`` weights only
     Run it only while no sweep is training these folders.  Returns the files written."""
-    import os as _os
-
     from tqref import io as tio
     written = []
     for run in spec.runs:
@@ -514,11 +512,9 @@ def publish(spec, log=print):
             if best.is_file() and not tio.load_checkpoint(best).weights_only:
                 tio.save_weights_only(best, best)
                 written.append(best)
-        sizes = [(f.name, _os.path.getsize(f)) for f in run.folder.glob("*") if f.is_file()] \
-            if run.folder.is_dir() else []
-        for name, size in sizes:
-            if size > 5 * 2**20:
-                log(f"{run.name}: warning: {name} is {size / 2**20:.1f} MB")
+        for f in run.folder.glob("*"):  # nothing in a folder that does not exist
+            if f.is_file() and f.stat().st_size > 5 * 2**20:
+                log(f"{run.name}: warning: {f.name} is {f.stat().st_size / 2**20:.1f} MB")
     return written
 
 
