@@ -13,7 +13,7 @@ For each 3×3, stride-1, padding-1 layer shape of a CIFAR ResNet-20 (batch
     direct     tqref.kernels.conv_nhwc.conv_forward_nhwc(x, w, 1, 1)
                (per image: row columns + 3 BLAS products, in one Numba call per thread;
                conv_nhwc.WINOGRAD_MIN_CHANNELS is switched off in this process, else
-               conv_forward_nhwc would itself use Winograd from 32 channels)
+               conv_forward_nhwc would itself use Winograd from 16 channels)
     winograd   tqref.kernels.winograd.conv3x3_winograd_nhwc(x, w, 1)
                (per block of tile rows: input transform, 16 BLAS products, output transform)
 

@@ -7,7 +7,8 @@ import pytest
 
 from tqref import data
 from tqref.data import Batches, DataError, draw_crop_flip, random_crop_flip
-from tqref.kernels.augment import crop_flip, crop_flip_naive
+from tqref.data import crop_flip as crop_flip_naive
+from tqref.kernels.augment import crop_flip
 
 
 def _images(n=5, h=32, w=32, seed=0):

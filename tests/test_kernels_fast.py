@@ -1,6 +1,7 @@
-"""The speed kernels (channels-last convolution, fused batch norm, ReLU, the
-NaN scan, the one-pass quantizer, the thread splitter) against their naive
-twins, plus a run with the JIT switched off.
+"""The fast backend's kernels (channels-last convolution, fused batch norm,
+ReLU, the NaN scan, the one-pass quantizer, the thread splitter) against
+their naive twins, plus a run with the JIT switched off.  (Both backends
+against each other, operation by operation: tests/test_backends.py.)
 
 Float64 comparisons are (near) exact; float32 ones use a tolerance scaled
 to the largest entry, as in tests/test_conv.py.
@@ -18,25 +19,29 @@ from nojit import run_without_jit  # tests/nojit.py
 
 from tqref import nn
 from tqref.functional import (
-    batchnorm_relu_backward,
     batchnorm_relu_backward_naive,
-    batchnorm_relu_forward,
     batchnorm_relu_forward_naive,
-    conv2d_backward,
     conv2d_backward_naive,
-    conv2d_forward,
     conv2d_forward_naive,
-    relu_backward,
     relu_backward_naive,
-    relu_forward,
     relu_forward_naive,
 )
 from tqref.gradcheck import check_gradient, check_module_gradients
 from tqref.kernels import blas, parallel
 from tqref.kernels import conv_nhwc as kc
 from tqref.kernels.layout import is_channels_last, to_nchw, to_nhwc
+from tqref.kernels.ops import (  # the fast backend's operations
+    batchnorm_relu_backward,
+    batchnorm_relu_forward,
+    conv2d_backward,
+    conv2d_forward,
+    relu_backward,
+    relu_forward,
+    ternarize_expansions,
+)
 from tqref.kernels.reduce import all_finite
-from tqref.ternary.quantize import effective_weight, ternarize_expansions, ternarize_expansions_naive
+from tqref.ternary.quantize import effective_weight
+from tqref.ternary.quantize import ternarize_expansions as ternarize_expansions_naive
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -120,7 +125,8 @@ def test_conv_without_blas_falls_back_to_loops(tmp_path):
     code = textwrap.dedent("""
         import numpy as np
         from tqref.kernels import blas
-        from tqref.functional import conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive
+        from tqref.functional import conv2d_backward_naive, conv2d_forward_naive
+        from tqref.kernels.ops import conv2d_backward, conv2d_forward
         assert blas.gemm is blas.gemm_naive, blas.BLAS
         rng = np.random.default_rng(0)
         x, w = rng.standard_normal((3, 4, 6, 6)), rng.standard_normal((5, 4, 3, 3))
@@ -234,7 +240,7 @@ def _bn_inputs(shape, dtype, seed=0):
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
 # (64, 8, 8, 8) crosses the threading threshold; the rows are folded (see
-# tqref.functional.batchnorm.FOLD_WIDTH) k = 8, 4, 2 pixels at a time for
+# tqref.kernels.ops.FOLD_WIDTH) k = 8, 4, 2 pixels at a time for
 # (64, 8, 8, 8), (5, 16, 4, 4), (4, 32, 6, 6), and not at all (M not a
 # multiple of k) for (3, 4, 5, 6) and (3, 16, 3, 3)
 @pytest.mark.parametrize("shape", [(3, 4, 5, 6), (64, 8, 8, 8), (5, 16, 4, 4), (4, 32, 6, 6), (3, 16, 3, 3)])
@@ -247,7 +253,6 @@ def test_batchnorm_relu_fast_equals_naive(dtype, rtol, training, with_residual, 
     close(out_f, out_n, rtol, "out")
     close(rm_f, rm_n, rtol, "running_mean")
     close(rv_f, rv_n, rtol, "running_var")
-    close(cache_f["xhat"], cache_n[0]["xhat"], rtol, "xhat (derived on demand)")
     for name, a, c in zip(("dx", "dgamma", "dbeta", "dsum"), batchnorm_relu_backward(dout, cache_f),
                           batchnorm_relu_backward_naive(dout, cache_n)):
         close(a, c, rtol * 10, name)
@@ -389,7 +394,7 @@ _NOJIT_SCRIPT = textwrap.dedent(
     import numpy as np
     from tqref import nn
     from tqref.kernels import batchnorm, blas, conv_nhwc, elementwise, quantize, reduce, sgd
-    from tqref.ternary.quantize import ternarize_expansions
+    from tqref.kernels.ops import ternarize_expansions
 
     assert numba.config.DISABLE_JIT, "NUMBA_DISABLE_JIT was not honoured"
     assert (blas.gemm is blas.gemm_naive) == (blas._found is None), blas.BLAS  # BLAS through ctypes if found

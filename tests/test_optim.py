@@ -503,7 +503,7 @@ def test_lr_multipliers_scale_one_parameters_step():
 @pytest.mark.parametrize("weight_decay", [0.0, 3e-4])
 def test_sgd_kernel_equals_numpy_twin_bit_for_bit(dtype, momentum, dampening, nesterov, weight_decay):
     from tqref.kernels.sgd import sgd_update
-    from tqref.optim import sgd_update_naive
+    from tqref.optim import sgd_update as sgd_update_naive
 
     rng = np.random.default_rng(7)
     t = np.dtype(dtype).type

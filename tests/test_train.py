@@ -101,8 +101,11 @@ def test_run_folder_contents(data, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == "small" and config["train_subset"] == 256
     # config.json as read is the settings plus what the run recorded beside them
-    assert set(config) - set(TrainConfig().to_dict()) == set(TrainConfig.RECORDED_BESIDE) == {"data_root"}
-    assert TrainConfig.from_dict(config).to_dict() == {k: v for k, v in config.items() if k != "data_root"}
+    assert set(config) - set(TrainConfig().to_dict()) == set(TrainConfig.RECORDED_BESIDE) \
+        == {"data_root", "backend"}
+    assert config["backend"] == "fast"  # the default backend trained it
+    assert TrainConfig.from_dict(config).to_dict() == {k: v for k, v in config.items()
+                                                      if k not in TrainConfig.RECORDED_BESIDE}
 
     last, best_ckpt = tio.load_checkpoint(run / "last.npz"), tio.load_checkpoint(run / "best.npz")
     assert last.epoch == 3 and best_ckpt.epoch == result["best_epoch"]

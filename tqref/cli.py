@@ -44,6 +44,13 @@ def _add_data_dir(parser):
                         help="folder that contains cifar-10-batches-py/ (default: $TQREF_DATA, then the cache)")
 
 
+def _add_backend(parser):
+    parser.add_argument("--backend", choices=("fast", "reference"), default=None,
+                        help="which implementation runs the layers: fast (Numba kernels; the default) or "
+                             "reference (the readable NumPy of tqref.functional); default: $TQREF_BACKEND, "
+                             "else fast")
+
+
 class _Formatter(argparse.HelpFormatter):
     """Wraps each paragraph of a description to the terminal; keeps lines that
     start with two spaces (examples) and the "examples:" blocks as written."""
@@ -137,6 +144,7 @@ def _add_train(sub):
                      help="continue the run in RUN_DIR from its last.npz, exactly as if never stopped "
                           "(its own settings are used; --epochs may extend it)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (the per-epoch lines remain)")
+    _add_backend(run)
     p.set_defaults(func=_cmd_train)
 
 
@@ -151,6 +159,7 @@ def _add_evaluate(sub):
     p.add_argument("--batch-size", type=int, default=256, metavar="B", help="evaluation batch (default 256)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_backend(p)
     _add_data_dir(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -331,12 +340,14 @@ def _cmd_train(args):
         if key in given:
             given[key] = tuple(given[key])
     if args.resume:
-        trainer = Trainer(given, args.out, resume=True, progress=not args.no_progress, log=_log)
+        trainer = Trainer(given, args.out, resume=True, progress=not args.no_progress, log=_log,
+                          backend=args.backend)
         print(f"resuming {args.out} after epoch {trainer.start_epoch}" if trainer.start_epoch else
               f"resuming {args.out}: it stopped before its first epoch ended, so it starts again "
               f"from its saved settings", flush=True)
     else:
-        trainer = Trainer(TrainConfig(**given), args.out, progress=not args.no_progress, log=_log)
+        trainer = Trainer(TrainConfig(**given), args.out, progress=not args.no_progress, log=_log,
+                          backend=args.backend)
     print(trainer.describe(), flush=True)
     try:
         trainer.fit()
@@ -373,11 +384,14 @@ def _cmd_evaluate(args):
         if args.test_subset <= 0:
             raise ValueError(f"--test-subset: expected a positive integer, got {args.test_subset}")
         images, labels = images[:args.test_subset], labels[:args.test_subset]
-    result = evaluate(model, images, labels, args.batch_size, progress=not (args.no_progress or args.json))
+    from tqref.backend import current_backend, use_backend
+    with use_backend(args.backend or current_backend()) as backend:
+        result = evaluate(model, images, labels, args.batch_size, progress=not (args.no_progress or args.json))
     c = ckpt.config
     out = {"checkpoint": str(args.checkpoint), "model": c.get("model"), "ternary": bool(c.get("ternary")),
            "t_ex": c.get("t_ex", 1), "epoch": ckpt.epoch, "top1": result["top1"], "top5": result["top5"],
-           "loss": result["loss"], "test_images": int(len(images)), "data_root": str(data["root"])}
+           "loss": result["loss"], "test_images": int(len(images)), "data_root": str(data["root"]),
+           "backend": "packed engine" if isinstance(ckpt, _PackedInfo) else backend.name}
     if args.json:
         print(json.dumps(out))
     else:

@@ -313,14 +313,64 @@ def draw_crop_flip(rng, n, padding=PAD):
     return draws[:, 0].astype(bool), draws[:, 1:]
 
 
+def crop_flip(images, flips, offsets, padding):
+    """Random-crop-and-flip a uint8 batch with given draws.
+
+    images:  uint8 (N, C, H, W)
+    flips:   (N,) bool or 0/1 integers: mirror image n left-right
+    offsets: (N, 2) integers in [0, 2·padding]: top-left corner (oy, ox) of
+             the window in the padded image (padding, padding = no shift)
+    padding: zero border width
+
+        out[n, c, i, j] = x_pad[n, c, i + oy, j' + ox],   j' = W − 1 − j if flips[n] else j
+
+    (crop first, then flip, as torchvision's RandomCrop + RandomHorizontalFlip).
+    Returns a new uint8 array of the shape of ``images``.  The reference
+    backend's version: pad, cut each image's window, mirror; the fast
+    backend's is ``tqref.kernels.augment.crop_flip``.
+    """
+    flips, offsets, padding = check_crop_flip(images, flips, offsets, padding)
+    N, C, H, W = images.shape
+    padded = np.pad(images, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    out = np.empty_like(images)
+    for n in range(N):
+        oy, ox = offsets[n]
+        window = padded[n, :, oy:oy + H, ox:ox + W]
+        out[n] = window[:, :, ::-1] if flips[n] else window
+    return out
+
+
+def check_crop_flip(images, flips, offsets, padding):
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(
+            f"crop_flip: images: expected a uint8 array (N, C, H, W), got "
+            f"{getattr(images, 'dtype', type(images).__name__)} of shape {getattr(images, 'shape', None)}")
+    """Validate crop_flip's arguments; return (flips uint8, offsets int64, padding int)."""
+    N = images.shape[0]
+    flips = np.asarray(flips)
+    offsets = np.asarray(offsets)
+    if flips.shape != (N,) or flips.dtype.kind not in "biu":
+        raise ValueError(f"crop_flip: flips: expected ({N},) booleans or 0/1 integers, "
+                         f"got {flips.dtype} of shape {flips.shape}")
+    if offsets.shape != (N, 2) or offsets.dtype.kind not in "iu":
+        raise ValueError(f"crop_flip: offsets: expected ({N}, 2) integers, "
+                         f"got {offsets.dtype} of shape {offsets.shape}")
+    if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+        raise ValueError(f"crop_flip: padding: expected a non-negative integer, got {padding!r}")
+    if N and (offsets.min() < 0 or offsets.max() > 2 * padding):
+        raise ValueError(f"crop_flip: offsets: expected integers in [0, {2 * padding}] "
+                         f"(2·padding), found [{offsets.min()}, {offsets.max()}]")
+    return flips.astype(np.uint8), offsets.astype(np.int64), int(padding)
+
+
 def random_crop_flip(images, rng, padding=PAD):
     """The paper's augmentation of a uint8 batch (N, 3, H, W): each image is
     cropped back to H×W at a random offset from its ``padding``-pixel
     zero-padded copy and mirrored left-right with probability 1/2.  The
-    Numba kernel ``tqref.kernels.augment.crop_flip`` does the copying."""
-    from tqref.kernels.augment import crop_flip
+    draws come from ``rng``; the copying is the backend's ``crop_flip``."""
+    from tqref.backend import current_backend
     flips, offsets = draw_crop_flip(rng, len(images), padding)
-    return crop_flip(images, flips, offsets, padding)
+    return current_backend().crop_flip(images, flips, offsets, padding)
 
 
 # ---------------------------------------------------------------- batching

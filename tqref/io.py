@@ -134,6 +134,40 @@ def check_writable_dir(folder, who="output folder"):
     return created
 
 
+# ---------------------------------------------------------------- JSON
+def to_json_value(value):
+    """A copy of ``value`` made of the types ``json.dumps`` writes, numbers unchanged:
+
+        dict                    -> dict, keys made str, values converted
+        list, tuple             -> list, items converted (TTQ's α pair (W_p, W_n) -> [W_p, W_n])
+        np.ndarray, any shape   -> nested lists (``tolist()``): a per-channel α (F,) -> F numbers,
+                                   a 0-d array -> its number
+        bool, np.bool_          -> bool
+        int, np.integer         -> int
+        float, np.floating      -> float (an np.float32 α becomes the float64 of the same value)
+        None, str               -> itself
+
+    Anything else raises a TypeError naming its type, rather than writing a
+    file that no JSON reader turns back into the value.  Used for the
+    training log (``tqref.train.ternary_stats``) and ``ModelSummary.to_dict``.
+    """
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_json_value(value.tolist())
+    if isinstance(value, (bool, np.bool_)):  # before int: bool is a subclass of int
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"to_json_value: cannot make {type(value).__name__} JSON-safe: {value!r}")
+
+
 # ---------------------------------------------------------------- RNG state
 def rng_state_to_json(rng):
     """A Generator's ``bit_generator.state`` as JSON text (PCG64's 128-bit
@@ -181,10 +215,14 @@ def model_from_config(config):
 
 
 def ternary_layers(model):
-    """(qualified name, layer) of every layer with a quantizer (``quantize()``
-    and ``effective_weight()``), in network order."""
-    return [(name, m) for name, m in model.named_modules()
-            if callable(getattr(m, "quantize", None)) and callable(getattr(m, "effective_weight", None))]
+    """(qualified name, layer) of every quantized layer, in network order:
+    ``tqref.ternary.quantized_layers``, the layers that
+    ``tqref.ternary.convert.is_quantized_layer`` accepts (each has
+    ``quantize()`` and ``effective_weight()``)."""
+    # imported here, as in model_from_config: reading and writing checkpoints
+    # does not need the layers (nor Numba) until a model is involved
+    from tqref.ternary.convert import quantized_layers
+    return quantized_layers(model)
 
 
 # ---------------------------------------------------------------- checkpoints

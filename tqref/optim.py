@@ -25,7 +25,7 @@ from numbers import Real
 
 import numpy as np
 
-from tqref.kernels.sgd import sgd_update
+from tqref.backend import current_backend
 from tqref.validation import FLOAT_DTYPES
 
 __all__ = [
@@ -61,9 +61,13 @@ def _check_real(value, who, *, low=None, low_inclusive=True, high=None, high_inc
 
 
 # --------------------------------------------------------------------- SGD
-def sgd_update_naive(p, g, v, lr, momentum, one_minus_dampening, weight_decay, nesterov, first):
+def sgd_update(p, g, v, lr, momentum, one_minus_dampening, weight_decay, nesterov, first):
     """The update of the module docstring with NumPy, on p (and v) in place:
-    the readable twin of ``tqref.kernels.sgd.sgd_update`` (same arguments)."""
+    the reference backend's; the fast backend's is ``tqref.kernels.sgd.sgd_update``
+    (one pass, same arguments, same float32 operations in the same order).
+
+    ``first``: v holds nothing yet and becomes d (PyTorch's first-step rule);
+    with ``momentum == 0`` v is not touched."""
     d = g + weight_decay * p if weight_decay != 0 else g
     if momentum != 0:
         if first:
@@ -104,9 +108,9 @@ class SGD:
         p ← p − η·s          (η·factor for a parameter in ``lr_multipliers``)
 
     All arithmetic runs in the parameter's dtype (float32 stays float32).
-    ``grad`` is never modified; each parameter is updated in one pass by the
-    Numba kernel ``tqref.kernels.sgd.sgd_update`` (its NumPy twin:
-    ``sgd_update_naive``), so a step allocates nothing after the first.
+    ``grad`` is never modified.  Each parameter is updated by the backend's
+    ``sgd_update`` (``tqref.backend``): :func:`sgd_update` above with NumPy,
+    or the fast backend's Numba kernel, one pass that allocates nothing.
     """
 
     def __init__(self, params, lr=0.1, momentum=0.9, nesterov=False,
@@ -239,8 +243,8 @@ class SGD:
         if first and self.momentum != 0.0:
             v = self._buffers[name] = np.empty_like(p)  # filled with d by the first step
         # without momentum the kernel never touches v: p stands in for it
-        sgd_update(p, g, p if v is None else v, lr, t(self.momentum), t(1.0 - self.dampening), wd,
-                   self.nesterov, first)
+        current_backend().sgd_update(p, g, p if v is None else v, lr, t(self.momentum), t(1.0 - self.dampening), wd,
+                                     self.nesterov, first)
 
     # ------------------------------------------------------------ state dict
     def _config(self):

@@ -68,6 +68,7 @@ import math
 
 import numpy as np
 
+from tqref.io import to_json_value
 from tqref.nn.layers import BatchNorm2d, Conv2d, Linear
 from tqref.nn.module import Module
 from tqref.ternary.convert import is_quantized_layer
@@ -96,8 +97,8 @@ class ModelSummary:
 
     def to_dict(self):
         """Plain Python (dict, list, int, float, str, bool, None): ``json.dumps`` takes it."""
-        return _plain({"input_shape": list(self.input_shape), "layers": self.layers,
-                       "totals": self.totals, "notes": self.notes})
+        return to_json_value({"input_shape": list(self.input_shape), "layers": self.layers,
+                              "totals": self.totals, "notes": self.notes})
 
     def to_json(self, indent=2):
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
@@ -353,25 +354,6 @@ def _notes(model, layers, totals):
     if missing:
         notes.append(f"Not called by the forward pass (no operations counted): {', '.join(missing)}.")
     return notes
-
-
-# ---------------------------------------------------------------- JSON-safe copy
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value)
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError(f"ModelSummary.to_dict: cannot make {type(value).__name__} JSON-safe: {value!r}")
 
 
 # ---------------------------------------------------------------- text

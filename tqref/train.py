@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from tqref import io as tio
+from tqref.backend import current_backend, get_backend, use_backend
 from tqref.data import Batches, load_cifar10
 from tqref.functional import softmax_cross_entropy
 from tqref.models import MODELS
@@ -147,8 +148,10 @@ class TrainConfig:
                 d[key] = list(d[key])
         return d
 
-    # what a run's config.json records beside the settings (the data folder actually used)
-    RECORDED_BESIDE = ("data_root",)
+    # what a run's config.json records beside the settings: the data folder
+    # actually used, and the backend that ran the last start or resume (the
+    # same math either way, so a run may resume on the other backend)
+    RECORDED_BESIDE = ("data_root", "backend")
 
     @classmethod
     def from_dict(cls, d):
@@ -199,24 +202,19 @@ def evaluate(model, images, labels, batch_size=256, progress=False):
 def ternary_stats(model):
     """Per ternary layer: sparsity (fraction of T = 0), α and Δ, one entry per
     expansion, plus the sparsity of the whole network (first expansion).
-    Returns (overall sparsity or None, {layer name: {...}})."""
+    Returns (overall sparsity or None, {layer name: {...}}), ready for JSON:
+    α and Δ are floats, or lists (per channel, TTQ's (W_p, W_n))."""
     layers, zeros, total = {}, 0, 0
     for name, layer in tio.ternary_layers(model):
         quantized = layer.quantize()
-        sparsity = [float(np.mean(q.codes == 0)) for q in quantized]
-        layers[name] = {"sparsity": sparsity,
-                        "alpha": [_plain(q.alpha) for q in quantized],
-                        "threshold": [_plain(q.threshold) for q in quantized]}
+        layers[name] = tio.to_json_value({"sparsity": [q.sparsity for q in quantized],
+                                          "alpha": [q.alpha for q in quantized],
+                                          "threshold": [q.threshold for q in quantized]})
+        # the whole network's sparsity counts zeros over all its weights (a
+        # mean weighted by layer size, not the mean of the layers' sparsities)
         zeros += int(np.sum(quantized[0].codes == 0))
         total += quantized[0].codes.size
     return (zeros / total if total else None), layers
-
-
-def _plain(value):
-    """α or Δ for JSON: a float, or a list (per-channel values, TTQ's (W_p, W_n))."""
-    if value is None:
-        return None
-    return float(value) if np.ndim(value) == 0 else np.asarray(value, dtype=float).tolist()
 
 
 def _bar(total, desc, enabled):
@@ -245,8 +243,10 @@ class Trainer:
     here, in the constructor, before any training.
     """
 
-    def __init__(self, config, run_dir, resume=False, data=None, log=print, progress=True):
+    def __init__(self, config, run_dir, resume=False, data=None, log=print, progress=True, backend=None):
         self.run_dir = Path(run_dir)
+        # the backend that trains (tqref.backend): given, else the current one
+        self.backend = get_backend(backend) if backend is not None else current_backend()
         self.log, self.progress = log, progress
         self.resume = resume
         self._created_dir = False
@@ -367,7 +367,8 @@ class Trainer:
         # written last, so a start that fails leaves an empty folder; rewritten on
         # resume, where --epochs may have extended the run
         tio.atomic_write_text(self.run_dir / "config.json",
-                              json.dumps({**c.to_dict(), "data_root": self.data_root}, indent=2) + "\n")
+                              json.dumps({**c.to_dict(), "data_root": self.data_root,
+                                          "backend": self.backend.name}, indent=2) + "\n")
 
     def _trim_log(self, epoch):
         """Drop log lines of epochs after the checkpoint (a run killed between
@@ -389,7 +390,7 @@ class Trainer:
                 f"{' Nesterov' if c.nesterov else ''}, weight decay {c.weight_decay:g}"
                 f"{'' if c.augment else ', no augmentation'}"
                 f"{', initialised from ' + c.init_from if c.init_from and self.start_epoch == 0 else ''};\n"
-                f"       run folder {self.run_dir}")
+                f"       backend {self.backend.name}, run folder {self.run_dir}")
 
     # ------------------------------------------------------------ training
     def fit(self, on_epoch_end=None):
@@ -400,10 +401,11 @@ class Trainer:
         t0 = time.perf_counter()
         if self.start_epoch >= c.epochs:
             self.log(f"the run in {self.run_dir} already has {self.start_epoch} epochs (asked: {c.epochs})")
-        for epoch in range(self.start_epoch, c.epochs):
-            record = self.train_epoch(epoch)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, record)
+        with use_backend(self.backend):
+            for epoch in range(self.start_epoch, c.epochs):
+                record = self.train_epoch(epoch)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch + 1, record)
         return self._write_result(time.perf_counter() - t0)
 
     def train_epoch(self, epoch):

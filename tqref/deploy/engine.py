@@ -14,10 +14,15 @@ Conv2d + BatchNorm folded into y = Σ_g s_g ⊙ conv(x, T_g) + c
     z = Σ_{i,j} h[:, :, i, j]                              global pool as a sum (adds only) ...
     logits = linear(z) with its scales times 1/(H·W)      ... its 1/(H·W) folded into the linear's scale
 
+The layers and blocks of that program are not described here a second
+time: ``model_layout`` reads them from a tqref ``ResNetCIFAR`` of the same
+depth (``tqref.deploy.fold.resnet_program``), and every packed model is
+checked against it (``check_layers``).
+
 Each ternary layer is one call of ``tqref.kernels.ternary_engine.ternary_conv2d``
 (the linear as a 1×1 convolution), which also does the bias, the shortcut
 add and the ReLU.  A full-precision layer (``keep_first`` / ``keep_last``
-models) runs the dense ``tqref.functional.conv2d_forward`` (or linear) and
+models) runs the fast backend's dense ``conv2d_forward`` (or the linear) and
 the same per-channel scale and shift.
 
 ``forward_naive`` is the engine's twin built only from the public dense
@@ -32,45 +37,63 @@ evaluation mode.
 ``tqref.train.evaluate(packed, images, labels)`` works unchanged.
 """
 
+import functools
+
 import numpy as np
 
 from tqref import functional as F
-from tqref.deploy.fold import GROUP_FORMS, FoldedLayer, fold_resnet, groups
+from tqref.deploy.fold import (
+    GROUP_FORMS,
+    FoldedLayer,
+    fold_resnet,
+    groups,
+    layer_geometry,
+    resnet_architecture,
+    resnet_program,
+)
+from tqref.kernels import ops as fast_ops
 from tqref.kernels.ternary_engine import make_plan, plan_operation_counts, ternary_conv2d
+from tqref.models.resnet_cifar import ResNetCIFAR
 
 
 # ---------------------------------------------------------------- the architecture
-def resnet_layout(depth, num_classes, in_channels=3, widths=(16, 32, 64)):
-    """What a CIFAR ResNet of ``depth`` consists of, in forward order.
+def model_layout(model):
+    """The engine's program for a tqref CIFAR ResNet, read from the model's
+    modules (``tqref.deploy.fold.resnet_program``), in forward order.
 
     Returns (layers, blocks):
-      layers: list of dicts {name, kind, shape, stride, padding}
-      blocks: list of dicts {name, in, out, stride, shortcut: "identity" | "option_a"}
+      layers: list of dicts {name, kind, shape, stride, padding}, one per Conv2d / Linear
+      blocks: list of dicts {name, in, out, stride, shortcut: "identity" | "option_a"},
+              one per BasicBlock: its input and output channels, its stride, and
+              "option_a" where the model has a shortcut module (shape changes)
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"resnet_layout: depth: expected 6n + 2 (20, 32, 44, 56), got {depth!r}")
-    n = (depth - 2) // 6
-    w1 = widths[0]
-    layers = [dict(name="conv1", kind="conv", shape=[w1, in_channels, 3, 3], stride=1, padding=1)]
-    blocks, planes_in = [], w1
-    for s, planes in enumerate(widths):
-        for b in range(n):
-            stride = 2 if (s > 0 and b == 0) else 1
-            prefix = f"layer{s + 1}.{b}"
-            layers.append(dict(name=f"{prefix}.conv1", kind="conv", shape=[planes, planes_in, 3, 3],
-                               stride=stride, padding=1))
-            layers.append(dict(name=f"{prefix}.conv2", kind="conv", shape=[planes, planes, 3, 3],
-                               stride=1, padding=1))
-            shortcut = "option_a" if (stride != 1 or planes_in != planes) else "identity"
-            blocks.append(dict(name=prefix, **{"in": planes_in, "out": planes}, stride=stride, shortcut=shortcut))
-            planes_in = planes
-    layers.append(dict(name="linear", kind="linear", shape=[num_classes, widths[-1]], stride=1, padding=0))
+    program_layers, program_blocks = resnet_program(model)
+    layers = []
+    for name, layer, _ in program_layers:
+        kind, shape, stride, padding = layer_geometry(layer)
+        layers.append(dict(name=name, kind=kind, shape=list(shape), stride=stride, padding=padding))
+    blocks = []
+    for name, block in program_blocks:
+        _, (planes, in_planes, _, _), stride, _ = layer_geometry(block.conv1)
+        blocks.append(dict(name=name, **{"in": in_planes, "out": planes}, stride=stride,
+                           shortcut="identity" if block.shortcut is None else "option_a"))
     return layers, blocks
+
+
+@functools.lru_cache(maxsize=8)
+def _reference(depth, num_classes):
+    """(resnet_architecture, layers, blocks) of tqref's ``ResNetCIFAR(depth,
+    num_classes)``: the model is built (its random weights are not used) and
+    read once per (depth, num_classes).  Treat the result as read-only."""
+    model = ResNetCIFAR(depth, num_classes)
+    return (resnet_architecture(model),) + model_layout(model)
 
 
 def check_layers(architecture, layers, source="packed model"):
     """Raise a ValueError (naming ``source``, the layer, expected and found)
-    unless ``layers`` (FoldedLayers) are exactly those of ``architecture``."""
+    unless ``layers`` (FoldedLayers) are exactly those of ``architecture``:
+    those of tqref's ``ResNetCIFAR`` of its depth and number of classes.
+    Returns that model's blocks (``model_layout``), which the engine runs."""
     for key in ("model", "depth", "num_classes", "in_channels", "widths"):
         if key not in architecture:
             raise ValueError(f"{source}: architecture: missing key {key!r} (expected keys model, depth, "
@@ -78,10 +101,25 @@ def check_layers(architecture, layers, source="packed model"):
     if architecture["model"] != "resnet_cifar":
         raise ValueError(f"{source}: architecture 'model': expected 'resnet_cifar', found {architecture['model']!r}")
     try:
-        expected, _ = resnet_layout(int(architecture["depth"]), int(architecture["num_classes"]),
-                                    int(architecture["in_channels"]), [int(w) for w in architecture["widths"]])
-    except (TypeError, ValueError, IndexError) as err:
+        depth, num_classes = int(architecture["depth"]), int(architecture["num_classes"])
+    except (TypeError, ValueError) as err:
         raise ValueError(f"{source}: architecture: cannot describe a CIFAR ResNet: {err}") from None
+    # Checked before the reference model is built, whose linear layer has num_classes
+    # outputs: a corrupt num_classes must not make it allocate a huge weight.
+    linear = [layer for layer in layers if layer.name == "linear"]
+    if len(linear) != 1:
+        raise ValueError(f"{source}: expected one layer 'linear', found {len(linear)}")
+    if linear[0].weight_shape[0] != num_classes:
+        raise ValueError(f"{source}: architecture 'num_classes': expected {linear[0].weight_shape[0]} "
+                         f"(the outputs of layer 'linear'), found {num_classes}")
+    try:
+        reference, expected, blocks = _reference(depth, num_classes)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: architecture: cannot describe a CIFAR ResNet: {err}") from None
+    for key in ("in_channels", "widths"):
+        if architecture[key] != reference[key]:
+            raise ValueError(f"{source}: architecture {key!r}: expected {reference[key]!r} (tqref's CIFAR "
+                             f"ResNet-{depth}), found {architecture[key]!r}")
     if len(layers) != len(expected):
         raise ValueError(f"{source}: expected {len(expected)} layers for depth {architecture['depth']}, "
                          f"found {len(layers)}")
@@ -93,6 +131,7 @@ def check_layers(architecture, layers, source="packed model"):
                 raise ValueError(f"{source}: layer {want['name']!r}: {key}: expected {want[key]!r}, "
                                  f"found {found[key]!r}")
         _check_arrays(layer, source)
+    return blocks
 
 
 def _check_arrays(layer, source):
@@ -127,7 +166,7 @@ class PackedModel:
     """A folded ternary CIFAR ResNet ready for inference (see the module docstring).
 
     architecture:  dict (model, depth, num_classes, in_channels, widths, quantizer, ...)
-    layers:        list of ``FoldedLayer`` in forward order (``resnet_layout``)
+    layers:        list of ``FoldedLayer`` in forward order (``model_layout``)
     metadata:      dict, free-form (what the exporter wrote)
     form:          "merged" (default) or "expansions": how t_ex > 1 codes are grouped
                    (``tqref.deploy.fold.groups``); same outputs, different add counts
@@ -137,15 +176,14 @@ class PackedModel:
     def __init__(self, architecture, layers, metadata=None, form="merged", source="packed model"):
         if form not in GROUP_FORMS:
             raise ValueError(f"PackedModel: form: expected one of {GROUP_FORMS}, got {form!r}")
-        check_layers(architecture, layers, source)
+        # the blocks (residual structure) of tqref's ResNetCIFAR that ``layers`` match
+        self.blocks = [dict(block) for block in check_layers(architecture, layers, source)]
         self.architecture = dict(architecture)
         self.metadata = dict(metadata or {})
         self.layers = list(layers)
         self.form = form
         self.source = source
         self.training = False
-        _, self.blocks = resnet_layout(int(architecture["depth"]), int(architecture["num_classes"]),
-                                       int(architecture["in_channels"]), [int(w) for w in architecture["widths"]])
         self._by_name = {layer.name: layer for layer in self.layers}
         self._plans = {}
 
@@ -214,7 +252,8 @@ class PackedModel:
         if layer.ternary:
             return ternary_conv2d(x, self._plan(layer), layer.stride, layer.padding, relu, residual,
                                   residual_stride, residual_offset)
-        out, _ = F.conv2d_forward(x, layer.dense_weight, None, layer.stride, layer.padding)
+        # a full-precision layer (keep_first): the fast backend's dense convolution
+        out, _ = fast_ops.conv2d_forward(x, layer.dense_weight, None, layer.stride, layer.padding)
         return _affine_residual_relu(out, layer, relu, residual, residual_stride, residual_offset)
 
     def forward(self, x):
@@ -341,4 +380,4 @@ def _layer_entry(layer):
             "padding": layer.padding, "t_ex": layer.t_ex, "per_channel": bool(layer.per_channel)}
 
 
-__all__ = ["PackedModel", "resnet_layout", "check_layers", "FoldedLayer"]
+__all__ = ["PackedModel", "model_layout", "check_layers", "FoldedLayer"]

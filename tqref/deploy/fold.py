@@ -45,7 +45,10 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from tqref.ternary.convert import is_quantized_layer
+
 GROUP_FORMS = ("merged", "expansions")
+STAGES = ("layer1", "layer2", "layer3")  # the BasicBlock stages of tqref.models.ResNetCIFAR
 
 
 class FoldedLayer(NamedTuple):
@@ -152,9 +155,47 @@ def groups(codes, alpha, scale, form="merged"):
 
 
 # ---------------------------------------------------------------- from a tqref model
-def _quantized(layer):
-    return callable(getattr(layer, "quantize", None)) and (
-        getattr(layer, "is_quantized", False) or hasattr(layer, "t_ex"))
+def layer_geometry(layer):
+    """(kind, weight shape, stride, padding) of a tqref Conv2d or Linear, plain or
+    quantized: ("conv", (F, C, HH, WW), stride, padding) or ("linear", (F, D), 1, 0)."""
+    shape = tuple(int(s) for s in layer.params["weight"].shape)
+    if len(shape) == 4:
+        return "conv", shape, int(layer.stride), int(layer.padding)
+    return "linear", shape, 1, 0
+
+
+def resnet_program(model):
+    """What a tqref CIFAR ResNet (``tqref.models.ResNetCIFAR``) runs, read from
+    its own modules, in forward order.  Returns (layers, blocks):
+
+        layers   [(name, layer, bn)]: "conv1" (bn1); for every block "layerS.B.conv1"
+                 (its bn1) and "layerS.B.conv2" (its bn2); "linear" (bn None)
+        blocks   [(name, block)]: every BasicBlock, "layerS.B", with its conv1,
+                 conv2 and shortcut (None: the identity)
+
+    The names are the model's qualified module names (state-dict prefixes).
+    The folding (``fold_resnet``) and the engine's program
+    (``tqref.deploy.engine.model_layout``) both walk this list, so the
+    architecture is described once, by the model class.
+    """
+    layers, blocks = [("conv1", model.conv1, model.bn1)], []
+    for stage in STAGES:
+        for index, block in enumerate(getattr(model, stage)):
+            name = f"{stage}.{index}"
+            layers.append((f"{name}.conv1", block.conv1, block.bn1))
+            layers.append((f"{name}.conv2", block.conv2, block.bn2))
+            blocks.append((name, block))
+    layers.append(("linear", model.linear, None))
+    return layers, blocks
+
+
+def resnet_architecture(model):
+    """The sizes that identify a tqref CIFAR ResNet (the packed format's
+    ``architecture``, without the quantizer): model, depth, num_classes,
+    in_channels, widths (the output channels of each stage)."""
+    widths = [int(getattr(model, stage)[0].conv1.params["weight"].shape[0]) for stage in STAGES]
+    return {"model": "resnet_cifar", "depth": int(model.depth), "num_classes": int(model.num_classes),
+            "in_channels": int(model.conv1.params["weight"].shape[1]), "widths": widths}
 
 
 def fold_layer(name, layer, bn=None):
@@ -166,10 +207,9 @@ def fold_layer(name, layer, bn=None):
     """
     weight = layer.params["weight"]
     dtype = weight.dtype
-    kind = "conv" if weight.ndim == 4 else "linear"
-    stride, padding = (int(layer.stride), int(layer.padding)) if kind == "conv" else (1, 0)
+    kind, shape, stride, padding = layer_geometry(layer)
     bias = layer.params.get("bias")
-    F = weight.shape[0]
+    F = shape[0]
     if bn is not None:
         g, c = fold_batchnorm(bn.params["weight"], bn.params["bias"], bn.buffers["running_mean"],
                               bn.buffers["running_var"], bn.eps, conv_bias=bias)
@@ -177,7 +217,7 @@ def fold_layer(name, layer, bn=None):
         g = np.ones(F)
         c = np.zeros(F) if bias is None else np.asarray(bias, dtype=np.float64)
     codes = alpha = dense = None
-    if _quantized(layer):
+    if is_quantized_layer(layer):
         expansions = list(layer.quantize())
         alphas = []
         for k, e in enumerate(expansions):
@@ -195,42 +235,32 @@ def fold_layer(name, layer, bn=None):
         alpha = np.stack(alphas).astype(dtype)
     else:
         dense = weight.copy()
-    return FoldedLayer(name, kind, tuple(int(s) for s in weight.shape), stride, padding, codes, alpha, dense,
-                       g.astype(dtype), c.astype(dtype))
+    return FoldedLayer(name, kind, shape, stride, padding, codes, alpha, dense, g.astype(dtype), c.astype(dtype))
 
 
 def fold_resnet(model):
     """Fold a tqref CIFAR ResNet (``tqref.models.ResNetCIFAR``, ternarized or
     not) into its list of ``FoldedLayer``s, in forward order:
 
-        conv1 (+bn1), then for every block layerS.B.conv1 (+bn1), layerS.B.conv2 (+bn2), then linear.
+        conv1 (+bn1), then for every block layerS.B.conv1 (+bn1), layerS.B.conv2 (+bn2), then linear
 
-    Uses the BN *running* statistics whatever the model's mode (evaluation
-    semantics).  Returns (architecture dict, layers)."""
+    (the order of ``resnet_program``).  Uses the BN *running* statistics
+    whatever the model's mode (evaluation semantics).  Returns (architecture
+    dict, layers): the architecture is ``resnet_architecture`` plus
+    "quantizer" (``quantizer_settings``)."""
     from tqref.models.resnet_cifar import ResNetCIFAR
 
     if not isinstance(model, ResNetCIFAR):
         raise ValueError(f"fold_resnet: model: expected a tqref CIFAR ResNet (tqref.models.resnet20 ... "
                          f"resnet56, ternarized or not), found {type(model).__name__}")
-    layers = [fold_layer("conv1", model.conv1, model.bn1)]
-    for stage in ("layer1", "layer2", "layer3"):
-        for index, block in enumerate(getattr(model, stage)):
-            prefix = f"{stage}.{index}"
-            layers.append(fold_layer(f"{prefix}.conv1", block.conv1, block.bn1))
-            layers.append(fold_layer(f"{prefix}.conv2", block.conv2, block.bn2))
-    layers.append(fold_layer("linear", model.linear, None))
-    widths = [model.layer1[0].conv1.params["weight"].shape[0], model.layer2[0].conv1.params["weight"].shape[0],
-              model.layer3[0].conv1.params["weight"].shape[0]]
-    architecture = {"model": "resnet_cifar", "depth": int(model.depth), "num_classes": int(model.num_classes),
-                    "in_channels": int(model.conv1.params["weight"].shape[1]), "widths": [int(w) for w in widths],
-                    "quantizer": quantizer_settings(model)}
-    return architecture, layers
+    layers = [fold_layer(name, layer, bn) for name, layer, bn in resnet_program(model)[0]]
+    return dict(resnet_architecture(model), quantizer=quantizer_settings(model)), layers
 
 
 def quantizer_settings(model):
     """The ternarization settings of the model's quantized layers (informational:
     the engine reads t_ex and per_channel from each layer's arrays)."""
-    found = [m for _, m in model.named_modules() if _quantized(m)]
+    found = [m for _, m in model.named_modules() if is_quantized_layer(m)]
     if not found:
         return None
     first = found[0]

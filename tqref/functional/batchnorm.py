@@ -32,21 +32,21 @@ The training formula is the chain rule through x̂ with μ and σ² both
 depending on every x of the channel; the two subtracted terms are the
 gradient flowing through μ and through σ² respectively.
 
-Cache (same layout for the naive and the fast version, so they mix):
-``{"xhat": (N, C, H, W), "inv_std": (C,) = 1/σ̃, "gamma": (C,), "training": bool}``.
+Three tiers with one signature (``tqref.backend``): ``*_naive``, loops
+next to the formulas; the reference backend's array expressions below; the
+fast backend's channels-last kernels in ``tqref.kernels.ops``.  Cache of the
+first two: ``{"xhat": (N, C, H, W), "inv_std": (C,) = 1/σ̃, "gamma": (C,),
+"training": bool}``.
 """
 
 import math
 
 import numpy as np
 
-from ..kernels import batchnorm as kbn
-from ..kernels.layout import to_nchw, to_nhwc
-from ..kernels.parallel import parallel_for
 from ..validation import check_array
 
 
-def _check_inputs(fn, x, gamma, beta, running_mean, running_var, training, momentum, eps):
+def check_inputs(fn, x, gamma, beta, running_mean, running_var, training, momentum, eps):
     check_array(x, f"{fn}: x", ndim=4, finite=False)
     n, c, h, w = x.shape
     for name, v in (("gamma", gamma), ("beta", beta),
@@ -88,7 +88,7 @@ def batchnorm_forward_naive(x, gamma, beta, running_mean, running_var, training,
     Sums are accumulated in Python floats (float64); results are stored in
     the dtype of x.
     """
-    _check_inputs("batchnorm_forward_naive", x, gamma, beta, running_mean, running_var,
+    check_inputs("batchnorm_forward_naive", x, gamma, beta, running_mean, running_var,
                   training, momentum, eps)
     N, C, H, W = x.shape
     m = N * H * W
@@ -162,158 +162,15 @@ def batchnorm_backward_naive(dout, cache):
 
 
 # ----------------------------------------------------------------------------
-# fast: channels-last Numba kernels, both cores (tqref.kernels.batchnorm)
+# reference: array expressions over the axes (N, H, W)
 # ----------------------------------------------------------------------------
 
-# Below this many rows (pixels) a kernel runs on the calling thread: waking a
-# second thread costs more than it saves on the tiny arrays of a gradient check.
-_PARALLEL_MIN_ROWS = 4096
+_AXES = (0, 2, 3)  # batch, height, width: everything but the channel
 
 
-class FastCache(dict):
-    """The fast version's cache: the keys of the module docstring, except
-    that ``"xhat"`` is not written by the forward pass (one tensor write
-    saved per layer); it is derived from the stored input on first access,
-    so the naive backward (and anyone reading the cache) still finds it.
-
-    Stored instead: ``"x_nhwc"`` (the input, channels-last), ``"mean"``
-    (the μ used), and for the fused version ``"out_nhwc"`` and ``"relu"``.
-    """
-
-    def __missing__(self, key):
-        if key != "xhat":
-            raise KeyError(key)
-        xh = self["x_nhwc"]
-        xhat = (xh - self["mean"]) * self["inv_std"]
-        self["xhat"] = to_nchw(xhat)
-        return self["xhat"]
-
-
-# Rows of C = 16 numbers make the kernels' inner loop over C one short loop per
-# pixel, which costs more than the arithmetic.  The (M, C) matrix is therefore
-# handed to them as (M/k, k·C) — the same memory, k pixels per row — with the
-# per-channel vectors tiled k times, so that column j is channel j mod C and
-# the inner loop runs over ≥ FOLD_WIDTH numbers.  Measured (python
-# benchmarks/batchnorm.py, batch 128, one thread, with a residual): at 16
-# channels forward 1.9–2.6 → 1.4–2.0 ms and backward 2.7–3.9 → 2.1–3.0 ms, at
-# 32 channels 5–18 % faster, at 64 channels (already 64 wide) the same.
-FOLD_WIDTH = 64
-
-
-def _fold(M, C):
-    """Pixels per folded row: k = FOLD_WIDTH // C when it divides M, else 1."""
-    k = max(1, FOLD_WIDTH // C)
-    return k if M % k == 0 else 1
-
-
-def _rows(a_nchw):
-    """(N, C, H, W) -> its (N·H·W, C) channels-last matrix (a view when possible)."""
-    return to_nhwc(a_nchw).reshape(-1, a_nchw.shape[1])
-
-
-def _fast_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
-                  residual=None, relu=False):
-    momentum, eps = float(momentum), float(eps)
-    N, C, H, W = x.shape
-    dtype = x.dtype
-    xh = to_nhwc(x)
-    M = N * H * W
-    k = _fold(M, C)
-    rows, L = M // k, k * C  # folded: k pixels per row, see FOLD_WIDTH
-    x2 = xh.reshape(rows, L)
-    if training:
-        parts = {}
-
-        def stats(t, r0, r1):
-            mean, m2 = np.empty(L), np.empty(L)
-            kbn.partial_stats(x2, r0, r1, mean, m2)
-            parts[t] = (r1 - r0, mean, m2)
-
-        parallel_for(stats, rows, _PARALLEL_MIN_ROWS // k)
-        # Chan's merge of the per-thread (count, mean, M2), per column
-        n, mean, m2 = parts[0]
-        for t in range(1, len(parts)):
-            nb, mb, m2b = parts[t]
-            delta = mb - mean
-            total = n + nb
-            mean = mean + delta * (nb / total)
-            m2 = m2 + m2b + delta * delta * (n * nb / total)
-            n = total
-        # and of the k columns of each channel, n = M/k values each
-        col_means, col_m2 = mean.reshape(k, C), m2.reshape(k, C)
-        mean = col_means.mean(axis=0)
-        m2 = col_m2.sum(axis=0) + n * ((col_means - mean) ** 2).sum(axis=0)
-        var = m2 / M
-        running_mean *= 1.0 - momentum
-        running_mean += (momentum * mean).astype(dtype)
-        running_var *= 1.0 - momentum
-        running_var += (momentum * var * (M / (M - 1))).astype(dtype)
-    else:
-        mean = running_mean.astype(np.float64)
-        var = running_var.astype(np.float64)
-    inv_std64 = 1.0 / np.sqrt(var + eps)
-    mean_d, inv_std = mean.astype(dtype), inv_std64.astype(dtype)
-    scale = (gamma.astype(np.float64) * inv_std64).astype(dtype)
-    y = np.empty((N, H, W, C), dtype=dtype)
-    y2 = y.reshape(rows, L)
-    res2 = _rows(residual).reshape(rows, L) if residual is not None else x2
-
-    mean_t, scale_t, beta_t = np.tile(mean_d, k), np.tile(scale, k), np.tile(beta, k)
-
-    def normalise(t, r0, r1):
-        kbn.apply(x2, res2, y2, r0, r1, mean_t, scale_t, beta_t, residual is not None, relu)
-
-    parallel_for(normalise, rows, _PARALLEL_MIN_ROWS // k)
-    cache = FastCache(inv_std=inv_std, gamma=gamma, training=bool(training),
-                      x_nhwc=xh, mean=mean_d, relu=relu, out_nhwc=y if relu else None)
-    return to_nchw(y), cache
-
-
-def _fast_backward(dout, cache):
-    gamma, training = cache["gamma"], cache["training"]
-    N, C, H, W = dout.shape
-    dtype = dout.dtype
-    M = N * H * W
-    k = _fold(M, C)
-    rows, L = M // k, k * C  # folded: k pixels per row, see FOLD_WIDTH
-    if "x_nhwc" in cache:
-        x2 = cache["x_nhwc"].reshape(rows, L)
-        mean, s = cache["mean"], cache["inv_std"]
-    else:  # a cache of the naive version: x̂ itself, with mean 0 and scale 1
-        x2 = _rows(cache["xhat"]).reshape(rows, L)
-        mean, s = np.zeros(C, dtype), np.ones(C, dtype)
-    relu = bool(cache.get("relu", False))
-    d2 = _rows(dout).reshape(rows, L)
-    y2 = cache["out_nhwc"].reshape(rows, L) if relu else d2
-    mean_t, s_t = np.tile(mean, k), np.tile(s, k)
-    parts = {}
-
-    def sums(t, r0, r1):
-        s_dy, s_dyx = np.empty(L), np.empty(L)
-        kbn.backward_sums(d2, x2, y2, r0, r1, mean_t, s_t, relu, s_dy, s_dyx)
-        parts[t] = (s_dy, s_dyx)
-
-    parallel_for(sums, rows, _PARALLEL_MIN_ROWS // k)
-    # per thread, then the k columns of each channel
-    s_dy = sum(p[0] for p in parts.values()).reshape(k, C).sum(axis=0)
-    s_dyx = sum(p[1] for p in parts.values()).reshape(k, C).sum(axis=0)  # Σ dy·x̂ (x̂ from x, mean and s)
-    a = gamma.astype(np.float64) * cache["inv_std"].astype(np.float64)
-    if training:
-        b, e = a * s_dy / M, a * s_dyx / M * s.astype(np.float64)
-    else:
-        b, e = np.zeros(C), np.zeros(C)
-    a, b, e = (np.tile(v.astype(dtype), k) for v in (a, b, e))
-    dx = np.empty((N, H, W, C), dtype=dtype)
-    dx2 = dx.reshape(rows, L)
-    dsum = np.empty((N, H, W, C), dtype=dtype) if relu else dx
-    dsum2 = dsum.reshape(rows, L)
-
-    def input_gradient(t, r0, r1):
-        kbn.backward_dx(d2, x2, y2, dx2, dsum2, r0, r1, mean_t, a, b, e, relu, relu)
-
-    parallel_for(input_gradient, rows, _PARALLEL_MIN_ROWS // k)
-    grads = (to_nchw(dx), s_dyx.astype(dtype), s_dy.astype(dtype))
-    return grads + ((to_nchw(dsum),) if relu else ())
+def _per_channel(v):
+    """(C,) -> (1, C, 1, 1), to broadcast against (N, C, H, W)."""
+    return v.reshape(1, -1, 1, 1)
 
 
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
@@ -328,26 +185,51 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
     momentum:     weight of the new batch statistic in the running average
     eps:          added to the variance before the square root
 
-    Returns (out (N, C, H, W), cache); see the module docstring for the
-    equations and the cache contents (here a ``FastCache``).  Computed on
-    the channels-last (pixels, C) matrix, rows split over the cores; out is
-    channels-last memory with the NCHW shape.
+    Returns (out (N, C, H, W), cache); the module docstring has the
+    equations and the cache.  The statistics are summed in float64 (a
+    float32 sum over N·H·W = 131,072 values would lose digits).
     """
-    _check_inputs("batchnorm_forward", x, gamma, beta, running_mean, running_var,
-                  training, momentum, eps)
-    return _fast_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps)
+    check_inputs("batchnorm_forward", x, gamma, beta, running_mean, running_var,
+                 training, momentum, eps)
+    N, C, H, W = x.shape
+    m = N * H * W
+    if training:
+        mean = x.mean(axis=_AXES, dtype=np.float64)                              # μ
+        var = ((x - _per_channel(mean)) ** 2).mean(axis=_AXES, dtype=np.float64)  # σ² (biased)
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+        running_var[...] = (1 - momentum) * running_var + momentum * var * m / (m - 1)
+    else:
+        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)                          # 1/σ̃
+    xhat = (x - _per_channel(mean.astype(x.dtype))) * _per_channel(inv_std)
+    out = _per_channel(gamma) * xhat + _per_channel(beta)
+    return out, {"xhat": xhat, "inv_std": inv_std, "gamma": gamma, "training": bool(training)}
 
 
 def batchnorm_backward(dout, cache):
     """Batch normalisation backward: dout (N, C, H, W) ->
     (dx (N, C, H, W), dgamma (C,), dbeta (C,)).
 
-    Training mode: dx = (γ/σ̃)/m · (m·dy − dβ − x̂·dγ), the compact form of
-    (1/σ̃)/m · (m·dx̂ − Σdx̂ − x̂·Σ(dx̂·x̂)) with dx̂ = γ·dy.
-    Evaluation mode: dx = (γ/σ̃) · dy.
-    Two passes: the per-channel sums dβ, dγ (per core, then added), then dx.
+        dβ = Σ dy,   dγ = Σ dy · x̂                       (over n, h, w)
+        training:    dx = (γ/σ̃)/m · (m·dy − dβ − x̂ · dγ)
+        evaluation:  dx = (γ/σ̃) · dy
     """
-    return _fast_backward(dout, cache)[:3]
+    xhat, inv_std, gamma = cache["xhat"], cache["inv_std"], cache["gamma"]
+    N, C, H, W = dout.shape
+    m = N * H * W
+    dt = dout.dtype
+    # sums in float64: over axes (0, 2, 3) NumPy adds float32 one by one, and
+    # with m = 131,072 terms that loses several digits
+    dbeta = dout.sum(axis=_AXES, dtype=np.float64)
+    dgamma = (dout * xhat).sum(axis=_AXES, dtype=np.float64)
+    scale = _per_channel(gamma * inv_std)                                          # γ/σ̃
+    if cache["training"]:
+        # (γ/σ̃)/m · (m·dy − dβ − x̂·dγ), written without the factor m that
+        # would make the subtraction cancel in float32
+        dx = scale * (dout - _per_channel((dbeta / m).astype(dt)) - xhat * _per_channel((dgamma / m).astype(dt)))
+    else:
+        dx = scale * dout
+    return dx, dgamma.astype(dt), dbeta.astype(dt)
 
 
 # ----------------------------------------------------------------------------
@@ -374,23 +256,33 @@ def batchnorm_relu_backward_naive(dout, cache):
     return batchnorm_backward_naive(dsum, bn_cache) + (dsum,)
 
 
+def check_residual(fn, x, residual):
+    """The residual of the fused operation has x's shape and dtype (or is None)."""
+    if residual is not None and (not isinstance(residual, np.ndarray) or residual.shape != x.shape
+                                 or residual.dtype != x.dtype):
+        raise ValueError(f"{fn}: residual: expected an array of shape {x.shape} and dtype {x.dtype} "
+                         f"(those of x), got {getattr(residual, 'shape', type(residual).__name__)} "
+                         f"{getattr(residual, 'dtype', '')}")
+
+
 def batchnorm_relu_forward(x, gamma, beta, running_mean, running_var, training,
                            momentum=0.1, eps=1e-5, residual=None):
-    """out = ReLU(BN(x) + residual) in one pass (residual None: ReLU(BN(x))).
+    """out = ReLU(BN(x) + residual) (residual None: ReLU(BN(x))).
 
-    Same arguments as :func:`batchnorm_forward`, plus ``residual`` (shape of
-    x, same dtype).  Neither BN(x) nor the sum is stored: the backward
-    recomputes x̂ from x and takes the ReLU mask from out.
-    """
-    _check_inputs("batchnorm_relu_forward", x, gamma, beta, running_mean, running_var,
-                  training, momentum, eps)
-    if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype):
-        raise ValueError(f"batchnorm_relu_forward: residual: expected shape {x.shape} and dtype "
-                         f"{x.dtype}, got {residual.shape} {residual.dtype}")
-    return _fast_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
-                         residual=residual, relu=True)
+    Same arguments as :func:`batchnorm_forward`, plus ``residual`` (shape
+    and dtype of x).  Here the three steps one after the other; the fast
+    backend does them in one pass.  cache = (bn cache, out)."""
+    check_residual("batchnorm_relu_forward", x, residual)
+    bn, bn_cache = batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps)
+    pre = bn if residual is None else bn + residual
+    out = np.maximum(pre, 0)
+    return out, (bn_cache, out)
 
 
 def batchnorm_relu_backward(dout, cache):
-    """dout (N, C, H, W) -> (dx, dgamma, dbeta, dsum), as the naive twin."""
-    return _fast_backward(dout, cache)
+    """dout (N, C, H, W) -> (dx, dgamma, dbeta, dsum): dsum = dout·1[out > 0],
+    the gradient of the pre-activation sum (so also of the residual); dx,
+    dγ, dβ are the batch-norm backward of dsum."""
+    bn_cache, out = cache
+    dsum = dout * (out > 0)
+    return batchnorm_backward(dsum, bn_cache) + (dsum,)

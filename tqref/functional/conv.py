@@ -15,24 +15,17 @@ pixel whose window covers it, hence the ``+=``):
     dw[f, c, p, q] = Σ_n Σ_i Σ_j dout[n, f, i, j] · x_pad[n, c, i·s + p, j·s + q]
     db[f]          = Σ_n Σ_i Σ_j dout[n, f, i, j]
 
-Two versions with the same signature:
+Three tiers with one signature (``tqref.backend``):
 
 * ``conv2d_forward_naive`` / ``conv2d_backward_naive``: Python loops over
   (n, f, i, j), one window at a time; the formula above, line for line.
-* ``conv2d_forward`` / ``conv2d_backward``: im2col + matrix products (BLAS)
-  on channels-last memory.  With cols = im2col(x): (N·L, K), row
-  r = (n·H_out + i)·W_out + j, column k = (p·WW + q)·C + c, and
-  w_k = w.transpose(2, 3, 1, 0).reshape(K, F):
-
-      out (N·L, F) = cols @ w_k                 (already NHWC: no transpose)
-      dw_k         = colsᵀ @ dout               (K, F)
-      dx           = conv(dout, flipped w)      stride 1
-                   = col2im(dout @ w_kᵀ)        otherwise
-
-  built a few images at a time per thread so the columns stay in cache
-  (``tqref.kernels.conv_nhwc`` explains the choices; the classic NCHW
-  ``im2col``/``col2im`` of ``tqref.kernels.im2col`` remain as readable
-  references).
+  Too slow to train; the tests hold the other two to it.
+* ``conv2d_forward`` / ``conv2d_backward`` (the **reference** backend):
+  the windows as a strided view of x_pad (im2col without a gather loop),
+  one matrix product forward, two backward, and col2im as HH·WW strided
+  additions.  Plain NCHW NumPy; fast enough to train a small net.
+* the **fast** backend's pair in ``tqref.kernels.ops``: channels-last,
+  per-image columns that stay in cache, Winograd for 3×3 layers, both cores.
 
 Only cheap shape/dtype checks are made here; scanning for NaN/inf is left
 to the layers (``tqref.nn``), which do it once per input.
@@ -40,8 +33,6 @@ to the layers (``tqref.nn``), which do it once per input.
 
 import numpy as np
 
-from tqref.kernels.conv_nhwc import conv_backward_nhwc, conv_forward_nhwc
-from tqref.kernels.layout import to_nchw, to_nhwc
 from tqref.validation import FLOAT_DTYPES, check_nonnegative_int, check_positive_int
 
 
@@ -55,8 +46,9 @@ def conv_output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _check_inputs(x, w, b, stride, padding, who="conv2d"):
-    """Validate the arguments of a forward call; return (stride, padding, H_out, W_out)."""
+def check_inputs(x, w, b, stride, padding, who="conv2d"):
+    """Validate the arguments of a forward call; return (stride, padding, H_out, W_out).
+    (Both backends call it: an error reads the same whichever runs.)"""
     for name, a in (("x", x), ("w", w)):
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{who}: {name}: expected a numpy.ndarray, got {type(a).__name__}")
@@ -103,7 +95,7 @@ def _check_inputs(x, w, b, stride, padding, who="conv2d"):
     return stride, padding, H_out, W_out
 
 
-def _check_dout(dout, out_shape, dtype, who):
+def check_dout(dout, out_shape, dtype, who):
     if not isinstance(dout, np.ndarray):
         raise TypeError(f"{who}: dout: expected a numpy.ndarray, got {type(dout).__name__}")
     if dout.shape != out_shape:
@@ -123,7 +115,7 @@ def conv2d_forward_naive(x, w, b=None, stride=1, padding=0):
 
     cache = (x, w, b, stride, padding)
     """
-    stride, padding, H_out, W_out = _check_inputs(x, w, b, stride, padding)
+    stride, padding, H_out, W_out = check_inputs(x, w, b, stride, padding)
     N = x.shape[0]
     F, _, HH, WW = w.shape
     s = stride
@@ -153,7 +145,7 @@ def conv2d_backward_naive(dout, cache):
     F, _, HH, WW = w.shape
     H_out = conv_output_size(H, HH, s, padding)
     W_out = conv_output_size(W, WW, s, padding)
-    _check_dout(dout, (N, F, H_out, W_out), x.dtype, "conv2d_backward_naive")
+    check_dout(dout, (N, F, H_out, W_out), x.dtype, "conv2d_backward_naive")
     x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     dx_pad = np.zeros_like(x_pad)
     dw = np.zeros_like(w)
@@ -172,46 +164,65 @@ def conv2d_backward_naive(dout, cache):
 
 
 # ----------------------------------------------------------------------------
-# Fast: channels-last, per-image columns + BLAS, or Winograd (tqref.kernels.conv_nhwc)
+# Reference: im2col as a strided view + one matrix product (the reference backend)
 # ----------------------------------------------------------------------------
+
+def _windows(x_pad, HH, WW, stride):
+    """The receptive fields of x_pad (N, C, Hp, Wp) as a view
+    (N, C, H_out, W_out, HH, WW): windows[n, c, i, j, p, q] = x_pad[n, c, i·s + p, j·s + q].
+    No copy: a strided view of x_pad's memory (the im2col matrix before reshaping)."""
+    view = np.lib.stride_tricks.sliding_window_view(x_pad, (HH, WW), axis=(2, 3))
+    return view[:, :, ::stride, ::stride]
+
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
     """x: (N, C, H, W), w: (F, C, HH, WW), b: (F,) or None -> out: (N, F, H_out, W_out).
 
-        out[n, i, j, :] = Σ_{p,q,c} x_pad[n, i·s + p, j·s + q, c] · w[:, c, p, q]  (+ b)
+        out[n, f, i, j] = b[f] + Σ_{c,p,q} windows[n, c, i, j, p, q] · w[f, c, p, q]
 
-    computed channels-last: each thread gathers the patches of one image at
-    a time into a column block that stays in its cache and multiplies it by
-    the weights; 3×3 stride-1 layers with ≥ 16 channels use Winograd
-    F(2×2, 3×3) instead (``tqref.kernels.conv_nhwc``, ``winograd``).  ``out``
-    has the NCHW shape but channels-last memory (``tqref.kernels.layout``);
-    x may have either.
+    one ``tensordot`` over (c, p, q): NumPy copies the windows into the
+    im2col matrix (N·H_out·W_out, C·HH·WW) and multiplies it by w reshaped
+    (C·HH·WW, F) with BLAS.
 
-    cache = (x_nhwc, w, b is not None, stride, padding).  The column matrix
-    is never stored: the backward rebuilds each image's as it needs it.
+    cache = (x, w, has_bias, stride, padding)
     """
-    stride, padding, H_out, W_out = _check_inputs(x, w, b, stride, padding)
-    xh = to_nhwc(x)
-    out = conv_forward_nhwc(xh, w, stride, padding)
+    stride, padding, H_out, W_out = check_inputs(x, w, b, stride, padding)
+    HH, WW = w.shape[2:]
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    windows = _windows(x_pad, HH, WW, stride)                         # (N, C, H_out, W_out, HH, WW)
+    out = np.tensordot(windows, w, axes=([1, 4, 5], [1, 2, 3]))       # (N, H_out, W_out, F)
     if b is not None:
-        out += b  # NHWC: the bias runs along the last axis
-    return to_nchw(out), (xh, w, b is not None, stride, padding)
+        out += b
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2)), (x, w, b is not None, stride, padding)
 
 
 def conv2d_backward(dout, cache):
     """dout: (N, F, H_out, W_out) -> dx: (N, C, H, W), dw: (F, C, HH, WW), db: (F,) or None.
 
-        dw = Σ_n cols(x[n])ᵀ @ dout[n]          (per-thread partial sums, added at the end)
-        dx = conv(dout, flipped w) for stride 1, col2im(dout @ w_kᵀ) otherwise
-        db = Σ_{n,i,j} dout
+        dw[f, c, p, q]                = Σ_{n,i,j} dout[n, f, i, j] · windows[n, c, i, j, p, q]
+        dwindows[n, i, j, c, p, q]    = Σ_f dout[n, f, i, j] · w[f, c, p, q]
+        dx_pad[n, c, i·s + p, j·s + q] += dwindows[n, i, j, c, p, q]      (col2im)
+        db[f]                         = Σ_{n,i,j} dout[n, f, i, j]
+
+    Two matrix products, then col2im as HH·WW strided additions: for each
+    kernel offset (p, q), the pixels it touched form one strided slice of
+    dx_pad (windows that overlap add up, hence ``+=``).
     """
-    xh, w, has_bias, stride, padding = cache
-    N, H, W, C = xh.shape
+    x, w, has_bias, s, padding = cache
+    N, C, H, W = x.shape
     F, _, HH, WW = w.shape
-    H_out = conv_output_size(H, HH, stride, padding)
-    W_out = conv_output_size(W, WW, stride, padding)
-    _check_dout(dout, (N, F, H_out, W_out), xh.dtype, "conv2d_backward")
-    douth = to_nhwc(dout)
-    dxh, dw = conv_backward_nhwc(xh, w, douth, stride, padding)
-    db = douth.reshape(-1, F).sum(axis=0) if has_bias else None
-    return to_nchw(dxh), dw, db
+    H_out = conv_output_size(H, HH, s, padding)
+    W_out = conv_output_size(W, WW, s, padding)
+    check_dout(dout, (N, F, H_out, W_out), x.dtype, "conv2d_backward")
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    windows = _windows(x_pad, HH, WW, s)
+    dw = np.tensordot(dout, windows, axes=([0, 2, 3], [0, 2, 3]))      # (F, C, HH, WW)
+    dwindows = np.tensordot(dout, w, axes=([1], [0]))                 # (N, H_out, W_out, C, HH, WW)
+    dx_pad = np.zeros_like(x_pad)
+    for p in range(HH):
+        for q in range(WW):
+            dx_pad[:, :, p : p + s * H_out : s, q : q + s * W_out : s] += \
+                dwindows[:, :, :, :, p, q].transpose(0, 3, 1, 2)
+    dx = np.ascontiguousarray(dx_pad[:, :, padding : padding + H, padding : padding + W])
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    return dx, dw.astype(w.dtype, copy=False), db

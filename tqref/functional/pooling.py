@@ -23,14 +23,13 @@ maximum in row-major window order (0,0), (0,1), (1,0), (1,1), like
 
 import numpy as np
 
-from ..kernels.layout import to_nchw, to_nhwc
 from ..validation import check_array
 
 # ----------------------------------------------------------------------------
 # global average pooling
 # ----------------------------------------------------------------------------
 
-def _check_gap_input(fn, x):
+def check_gap_input(fn, x):
     check_array(x, f"{fn}: x", ndim=4, finite=False)
     if x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"{fn}: x: expected H ≥ 1 and W ≥ 1, got shape {x.shape}")
@@ -38,7 +37,7 @@ def _check_gap_input(fn, x):
 
 def global_avg_pool_forward_naive(x):
     """Loop version of :func:`global_avg_pool_forward`."""
-    _check_gap_input("global_avg_pool_forward_naive", x)
+    check_gap_input("global_avg_pool_forward_naive", x)
     N, C, H, W = x.shape
     out = np.empty((N, C), dtype=x.dtype)
     for n in range(N):
@@ -65,28 +64,25 @@ def global_avg_pool_backward_naive(dout, cache):
 
 
 def global_avg_pool_forward(x):
-    """x (N, C, H, W) -> (out (N, C), cache = (x.shape, x.dtype)).
-    The mean runs over the rows of the channels-last (N, H·W, C) view."""
-    _check_gap_input("global_avg_pool_forward", x)
-    N, C, H, W = x.shape
-    return to_nhwc(x).reshape(N, H * W, C).mean(axis=1), (x.shape, x.dtype)
+    """x (N, C, H, W) -> (out (N, C), cache = (x.shape, x.dtype))."""
+    check_gap_input("global_avg_pool_forward", x)
+    return x.mean(axis=(2, 3)), (x.shape, x.dtype)
 
 
 def global_avg_pool_backward(dout, cache):
-    """dout (N, C) -> dx (N, C, H, W), every pixel gets dout / (H·W);
-    channels-last memory."""
+    """dout (N, C) -> dx (N, C, H, W): every pixel gets dout / (H·W)."""
     (N, C, H, W), dtype = cache
-    dx = np.empty((N, H, W, C), dtype=dtype)
+    dx = np.empty((N, C, H, W), dtype=dtype)
     # Assign instead of returning np.broadcast_to: callers may write into dx.
-    dx[...] = (dout / (H * W))[:, None, None, :]
-    return to_nchw(dx)
+    dx[...] = (dout / (H * W))[:, :, None, None]
+    return dx
 
 
 # ----------------------------------------------------------------------------
 # 2×2 max pooling, stride 2
 # ----------------------------------------------------------------------------
 
-def _check_maxpool_input(fn, x):
+def check_maxpool_input(fn, x):
     check_array(x, f"{fn}: x", ndim=4, finite=False)
     if x.shape[2] < 2 or x.shape[3] < 2:
         raise ValueError(f"{fn}: x: expected H ≥ 2 and W ≥ 2 for a 2×2 window, got shape {x.shape}")
@@ -94,7 +90,7 @@ def _check_maxpool_input(fn, x):
 
 def max_pool2x2_forward_naive(x):
     """Loop version of :func:`max_pool2x2_forward`."""
-    _check_maxpool_input("max_pool2x2_forward_naive", x)
+    check_maxpool_input("max_pool2x2_forward_naive", x)
     N, C, H, W = x.shape
     Ho, Wo = H // 2, W // 2
     out = np.empty((N, C, Ho, Wo), dtype=x.dtype)
@@ -139,7 +135,7 @@ def _windows(x):
 
 def max_pool2x2_forward(x):
     """x (N, C, H, W) -> (out (N, C, H//2, W//2), cache = (argmax, x.shape))."""
-    _check_maxpool_input("max_pool2x2_forward", x)
+    check_maxpool_input("max_pool2x2_forward", x)
     win = _windows(x)
     # np.argmax returns the first maximum: the tie rule of the docstring.
     argmax = np.argmax(win, axis=-1).astype(np.uint8)

@@ -27,14 +27,13 @@ caller updating one gradient in place cannot change the other.
 
 import numpy as np
 
-from ..kernels.layout import to_nchw, to_nhwc
 from ..validation import check_array, check_positive_int
 
 # ----------------------------------------------------------------------------
 # option-A shortcut
 # ----------------------------------------------------------------------------
 
-def _check_shortcut(fn, x, out_channels):
+def check_shortcut(fn, x, out_channels):
     check_array(x, f"{fn}: x", ndim=4, finite=False)
     out_channels = check_positive_int(out_channels, f"{fn}: out_channels")
     if out_channels < x.shape[1]:
@@ -45,7 +44,7 @@ def _check_shortcut(fn, x, out_channels):
 
 def option_a_shortcut_forward_naive(x, out_channels):
     """Loop version of :func:`option_a_shortcut_forward`."""
-    out_channels = _check_shortcut("option_a_shortcut_forward_naive", x, out_channels)
+    out_channels = check_shortcut("option_a_shortcut_forward_naive", x, out_channels)
     N, C, H, W = x.shape
     Ho, Wo = (H + 1) // 2, (W + 1) // 2
     p = (out_channels - C) // 2
@@ -73,26 +72,23 @@ def option_a_shortcut_backward_naive(dout, cache):
 
 def option_a_shortcut_forward(x, out_channels):
     """x (N, C, H, W), out_channels ≥ C ->
-    (out (N, out_channels, ⌈H/2⌉, ⌈W/2⌉), cache = (x.shape, p)).
-
-    Computed channels-last (out is channels-last memory, NCHW shape):
-    out_nhwc[:, :, :, p : p + C] = x_nhwc[:, ::2, ::2, :]."""
-    out_channels = _check_shortcut("option_a_shortcut_forward", x, out_channels)
+    (out (N, out_channels, ⌈H/2⌉, ⌈W/2⌉), cache = (x.shape, p))."""
+    out_channels = check_shortcut("option_a_shortcut_forward", x, out_channels)
     N, C, H, W = x.shape
     p = (out_channels - C) // 2
-    sub = to_nhwc(x)[:, ::2, ::2, :]
-    out = np.zeros(sub.shape[:3] + (out_channels,), dtype=x.dtype)
-    out[..., p : p + C] = sub
-    return to_nchw(out), (x.shape, p)
+    sub = x[:, :, ::2, ::2]
+    out = np.zeros((N, out_channels) + sub.shape[2:], dtype=x.dtype)
+    out[:, p : p + C] = sub
+    return out, (x.shape, p)
 
 
 def option_a_shortcut_backward(dout, cache):
-    """dout (N, out_channels, ⌈H/2⌉, ⌈W/2⌉) -> dx (N, C, H, W), channels-last memory."""
+    """dout (N, out_channels, ⌈H/2⌉, ⌈W/2⌉) -> dx (N, C, H, W)."""
     (N, C, H, W), p = cache
-    dx = np.zeros((N, H, W, C), dtype=dout.dtype)
+    dx = np.zeros((N, C, H, W), dtype=dout.dtype)
     # The padded channels are constants: their gradient is dropped.
-    dx[:, ::2, ::2, :] = to_nhwc(dout)[..., p : p + C]
-    return to_nchw(dx)
+    dx[:, :, ::2, ::2] = dout[:, p : p + C]
+    return dx
 
 
 # ----------------------------------------------------------------------------

@@ -11,7 +11,8 @@ run with ``NUMBA_DISABLE_JIT=1`` too (slowly): ``prange`` then is ``range``.
                    convolution as a matrix product (the readable reference)
     conv_nhwc.py   the convolution the fast ops use: channels-last, per-image
                    columns and BLAS products inside one Numba call per core
-    winograd.py    Winograd F(2×2, 3×3): the 3×3 stride-1 convolutions from 32 channels on
+    winograd.py    Winograd F(2×2, 3×3): the 3×3 stride-1 convolutions with ≥ 16 input and output
+                   channels (conv_nhwc.WINOGRAD_MIN_CHANNELS)
     blas.py        gemm: numpy's BLAS called from inside Numba kernels (loop twin as fallback)
     batchnorm.py   batch norm statistics, and BN (+ residual add) + ReLU fused, forward and backward
     elementwise.py ReLU forward/backward, add
@@ -21,6 +22,7 @@ run with ``NUMBA_DISABLE_JIT=1`` too (slowly): ``prange`` then is ``range``.
     parallel.py    parallel_for: each core runs the kernels and BLAS on its own slice of the batch
     augment.py     data augmentation
     sgd.py         the SGD update in one pass (twin: tqref.optim.sgd_update_naive)
+    ternary_engine.py  add-only ternary convolution for inference, the kernel behind tqref.deploy
 """
 
 import os

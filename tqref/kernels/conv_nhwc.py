@@ -1,44 +1,40 @@
-"""Convolution on channels-last (NHWC) arrays: per-image im2col + BLAS, inside Numba.
+"""Convolution on channels-last (NHWC) arrays: per-image columns + BLAS, inside Numba.
 
-Why channels-last.  In NHWC the C values of one pixel are adjacent, so the
-patch an output pixel reads is HH runs of WW·C contiguous numbers: im2col
-becomes a handful of short memcpy's per pixel (in NCHW it is a gather of
-single numbers), col2im the matching adds, and batch norm, ReLU and the
-residual add see a (pixels, C) matrix whose inner loop over C vectorises.
-The GEMM's output rows are pixels and its columns are filters, i.e. the
-result *is* the NHWC output, with no transpose.  Measured on the 2-core
-development machine, this layout was faster than NCHW for every stage of a
-CIFAR ResNet, as it is for PyTorch on CPU (channels-last 539 images/s
-against 434 for NCHW).  The public arrays keep the NCHW *shape*: a
-channels-last tensor is handed around as ``a.transpose(0, 3, 1, 2)``, a
-view (see ``tqref.kernels.layout``), exactly PyTorch's ``channels_last``
-memory format.
+What it computes, for x (N, H, W, C), w (F, C, HH, WW), stride s, all
+arrays NHWC and C-contiguous:
 
-Why one image at a time, inside Numba.  The column matrix of a whole batch
-is 9× the activations (75 MB for 128 images of 16×32×32), far beyond the
-caches, and a product streaming it from memory ran at 20–40 % of peak.
-Here each thread takes half the batch (``parallel.parallel_for``) and, in
-one Numba call that never returns to Python, builds one image's columns
-(≤ 0.6 MB, inside its L2) and multiplies them with the BLAS ``gemm``
-(``blas.py``), image after image:
+    out[n, i, j, f] = Σ_{p,q,c} x_pad[n, i·s + p, j·s + q, c] · w[f, c, p, q]
+
+and its gradients, as products of one image's column matrix with the
+weights (K = HH·WW·C, column index k = (p·WW + q)·C + c, row index
+r = i·W_out + j, so the product's output *is* the NHWC image):
 
     forward   out[n] = cols(x[n]) @ w_k                       w_k: (K, F)
-    dW        dW_t  += cols(x[n])ᵀ @ dout[n]                   per-thread dW_t, summed after
-    dX, s = 1 dx[n] = cols(dout[n], pad' = k − 1 − pad) @ w_flip
-    dX, s > 1 dx[n] = col2im(dout[n] @ w_kᵀ)
+    dW        dW    += cols(x[n])ᵀ @ dout[n]
+    dX, s = 1 dx[n]  = conv(dout[n], w_flip, pad' = k − 1 − pad)    (pad ≤ k − 1)
+    dX, s > 1 dx[n]  = col2im(dout[n] @ w_kᵀ)
 
-with K = HH·WW·C, column index k = (p·WW + q)·C + c and row index
-r = i·W_out + j, so the product's output *is* the NHWC image.  For stride
-1 the input gradient is itself a convolution — of dout with the kernel
-flipped in space and transposed in (f, c) — so it reuses the forward
-kernel instead of a scatter.  (Measured: the earlier version of this
-file, with the per-block loop in Python calling ``np.matmul``, ran the
-ResNet-20 3×3 convolutions 1.25–1.45× slower on two threads.)
+with w_flip[c, f, p, q] = w[f, c, HH − 1 − p, WW − 1 − q]: for stride 1
+the input gradient is itself a convolution, so it reuses the forward
+kernel instead of a scatter.
 
-3×3 stride-1 convolutions with ≥ 16 channels (forward, input gradient and
-weight gradient) go to Winograd F(2×2, 3×3) instead (``winograd.py``; the
-threshold ``WINOGRAD_MIN_CHANNELS`` below says why); the first layer (3
-channels) and the strided convolutions take the products here.
+Optimisations (measurements behind them, historical, 2-core machine:
+benchmarks/notes/conv_kernels.md):
+
+  - channels-last memory: a patch is HH runs of WW·C contiguous numbers, so
+    im2col copies runs instead of gathering single numbers; the public
+    arrays keep the NCHW *shape* as the view ``a.transpose(0, 3, 1, 2)``
+    (``tqref.kernels.layout``; PyTorch's ``channels_last``)
+  - one image's columns at a time (they stay in L2; a batch's are 9× the
+    activations), each thread its slice of the batch (``parallel_for``) in
+    one Numba call that calls BLAS ``gemm`` (``blas.py``) from inside
+  - stride 1: horizontal-only "row columns" (K1 = WW·C), HH products over
+    row-shifted slabs added in place (β = 1), instead of a 9× im2col
+  - dW: each thread adds into its own dW_t, summed afterwards
+  - 3×3 stride-1 convolutions with ≥ ``WINOGRAD_MIN_CHANNELS`` (16) input
+    and output channels (forward and both gradients) go to Winograd
+    F(2×2, 3×3) (``winograd.py``); the 3-channel first layer and strided
+    convolutions stay here
 
 Functions (arrays NHWC, C-contiguous):
 
@@ -59,16 +55,11 @@ from tqref.kernels.winograd import conv3x3_winograd_nhwc, conv3x3_winograd_weigh
 # 3×3 stride-1 convolutions with at least this many input and output channels
 # go to Winograd F(2×2, 3×3) (winograd.py) — forward, input gradient and weight
 # gradient: 2.25× fewer multiplications, but transforms that move 4× the data
-# through the cache.  Measured on the 2-core development machine
-# (python benchmarks/winograd.py --what forward weight-grad --threads 2 1
-# --batches 128), against the row-column kernels here, over several runs:
-# forward 1.15–1.61× faster at 32 and 64 channels and about even at 16
-# (0.96–1.18×); weight gradient 1.17–1.81× at 16–64; both slower for
-# the 3-channel first layer (0.72–0.83×), which this threshold keeps out.  A whole
-# ResNet-20 training step (benchmarks/train_step.py --repeats 9 --winograd 16
-# 32 none, settings interleaved): 348 / 326 / 289 images/s on one thread, 553 /
-# 539 / 477 on two, for thresholds 16 / 32 / no Winograd.  The float32 error
-# is a little larger than the direct kernels' (≤ 1e-6 of the output's scale;
+# through the cache.  Why 16: measured, a whole ResNet-20 training step was
+# fastest with 16 (every layer but the first), ahead of 32 and of no Winograd,
+# while the 3-channel first layer ran slower by Winograd, which this threshold
+# keeps out (benchmarks/notes/conv_kernels.md).  The float32 error is a little
+# larger than the direct kernels' (≤ 1e-6 of the output's scale;
 # tests/test_winograd.py).  None switches Winograd off.
 WINOGRAD_MIN_CHANNELS = 16
 

@@ -13,7 +13,6 @@ from layer to layer: ``to_nhwc`` below is then a free view.
 
     to_nhwc(x)   (N, C, H, W) any strides -> (N, H, W, C) C-contiguous (a view if possible)
     to_nchw(y)   (N, H, W, C) -> the (N, C, H, W) view
-    empty_like_nchw(x)   an uninitialised array shaped like x, channels-last
 """
 
 import numpy as np
@@ -39,19 +38,11 @@ def to_nchw(y):
 def flat_view(x):
     """The 1-D memory of x when x is C-contiguous or channels-last, else None.
 
-    Element-wise kernels work on this; an output made by ``empty_like_nchw``
-    or ``np.empty_like`` of the same x has the same flat order.
+    Element-wise kernels work on this; ``np.empty_like(x)`` keeps x's memory
+    order, so its flat view lines up with x's element for element.
     """
     if x.flags.c_contiguous:
         return x.reshape(-1)
     if is_channels_last(x):
         return x.transpose(0, 2, 3, 1).reshape(-1)
     return None
-
-
-def empty_like_nchw(x):
-    """Uninitialised array with x's shape and dtype, channels-last if x is 4-D."""
-    if x.ndim != 4:
-        return np.empty_like(x)
-    N, C, H, W = x.shape
-    return to_nchw(np.empty((N, H, W, C), dtype=x.dtype))

@@ -1,11 +1,11 @@
 """Winograd F(2×2, 3×3) convolution on channels-last (NHWC) arrays (Lavin & Gray 2016).
 
-The idea.  A 3×3, stride-1 convolution computes each 2×2 block of outputs
-from the 4×4 block of (padded) input under it.  Done directly that is
-4 · 9 = 36 multiplications per channel pair (c, f); Winograd's minimal
-filtering algorithm does it with 16, because it first moves the input tile
-d (4×4) and the kernel g (3×3) into a space where convolution becomes an
-element-wise product, then moves the product back:
+What it computes.  A 3×3, stride-1 convolution.  Each 2×2 block of outputs
+comes from the 4×4 block of (padded) input under it; computed directly that
+is 4 · 9 = 36 multiplications per channel pair (c, f), Winograd's minimal
+filtering algorithm needs 16: it moves the input tile d (4×4) and the
+kernel g (3×3) into a space where convolution becomes an element-wise
+product, then moves the product back:
 
     Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A                       Y: 2×2, one (c, f) pair
 
@@ -30,71 +30,6 @@ neighbouring tiles overlap by two rows/columns.  When H_out or W_out is odd
 the last tile sticks out by one: its input is read as zeros past the
 padded image and its extra outputs are dropped.
 
-Cost.  The products do 16·C·F multiply-adds per tile of 4 outputs instead
-of 36·C·F: 2.25× fewer.  The transforms are additions only (Bᵀ and Aᵀ hold
-0 and ±1) but they are not free: V is 4× the input (16 numbers per 4
-pixels) and M 4× the output, and both pass through the L2 cache on their
-way to and from the products.  Measured on the 2-core development machine
-(``benchmarks/winograd.py``, float32, ResNet-20 layers, batch 128 and 256,
-2 threads), against ``conv_nhwc.conv_forward_nhwc``:
-
-    16 channels at 32×32   0.95–1.04×   the transforms cost more than the products:
-                                        (1 thread, 128 images: products 2.7 ms; split 0.4,
-                                        input 1.7, output 1.2, store 0.3 ms)
-    32 channels at 16×16   1.26–1.36×   (1 thread: 1.27–1.32×)
-    64 channels at 8×8     1.38–1.61×   (1 thread: 1.58–1.66×; products 2.4 of 3.5 ms)
-    3 → 16 channels        0.65–0.7×    (the first layer: products with K = 3)
-
-Measured again after the input transform was rewritten for the weight
-gradient (below; bit-identical results, input transform 0.7–0.8 ms instead
-of 1.5–1.7 at 16 channels), batch 128 and 256, 2–3 runs: 16 channels
-0.96–1.09× (1 thread 1.09–1.18×), 32 channels 1.15–1.35× (1.37–1.45×),
-64 channels 1.31–1.64× (1.54–1.74×).
-
-Accuracy.  The intermediate values are larger than the result (V sums 4
-inputs with ±1, U up to 9 weights with ½ and ¼, Y 9 products with ±1), so
-float32 rounding errors are somewhat larger than those of direct
-convolution: measured on random data (C = 3…256), max |error| / max |out|
-1.6–7e-7 against 0.9–5e-7 for the direct kernel, rms 1.2–1.8× the direct's.
-``tests/test_winograd.py`` bounds it.  Float64 agrees with direct
-convolution to ~1e-15 relative.
-
-The fast version.  Each thread takes a slice of the batch
-(``parallel.parallel_for``) and, in one Numba call, walks it in blocks of
-nb images, nb chosen so that V and M fit ``BLOCK_BYTES`` (the core's L2):
-
-    1. split columns   X[n, hp, parity, q, :] = x_pad[n, hp, 2q + parity, :]
-    2. input transform V_ξν (T × C) for all T tiles of the block
-    3. 16 products     M_ξν = V_ξν @ U_ξν  (BLAS, ``blas.gemm``)
-    4. output transform, tile row by tile row, and store into out (NHWC)
-
-(U, the weights' transform, is made once per call, before the threads start.)
-
-Why split the columns.  Tiles step by 2 pixels, so "column b of every tile
-of a tile row" is every other pixel of the row.  After the split it is one
-contiguous run of tw·C numbers, and step 2 becomes 24 long loops per tile
-row instead of 16 loops of C numbers per *tile*.  (Step 4 needs no split:
-a tile row's part of M_ξν is one run already; only the final store
-interleaves the pixels, one short copy per output pixel.)  Measured
-(64 images, 16 channels, 1 thread): an input transform with one
-pass over the 16 values of a tile per channel did not vectorise at all
-(LLVM gives up proving that 16 loads and 16 stores do not overlap):
-13.5 ms; one loop of C per (tile, ξ, ν): 2.0 ms (each short loop costs
-~20 cycles of set-up); long loops over split rows: 0.7 ms.  Two more
-Numba lessons from the same measurements: make 1-D views of the scratch
-arrays once, in the caller (a ``reshape`` inside the per-row helpers made
-them 1.5–2× slower), and index the innermost loop with the bare loop
-variable (``a[i, j, c]``, not ``a[i, o + c]``: Numba's negative-index
-check on ``o + c`` turned the copy into gathers and scatters).  Later, for
-the weight gradient (128 images, 16 channels, 1 thread): the same transform
-indexing the scratch arrays themselves instead of slicing runs out of them
-(a slice costs ~12 ns of set-up, reference counting included: as much as
-adding 100 numbers), an *unsigned* offset where a run is shifted (``c + m``
-with c, m unsigned has no negative-index check and vectorises), and one
-loop per group of 4 results — reading the 4 runs a row of Bᵀ combines,
-writing all 4 results — 6 loops per tile row instead of 24: 1.5 ms → 0.7 ms.
-(16 results per loop did not vectorise: 25× slower.)
-
 The weight gradient.  The convolution is linear in each kernel g_fc; its
 adjoint with respect to g, which backpropagation needs, runs the same
 algorithm backwards, with the transposed matrices:
@@ -103,44 +38,46 @@ algorithm backwards, with the transposed matrices:
     gradient   ∂L/∂g_fc = Gᵀ [ Σ_t V_tc ⊙ Z_tf ] G,            Z_tf = A δ_tf Aᵀ
 
 with δ_tf = ∂L/∂Y_tf, the 2×2 output gradients of tile t (zero past an odd
-H_out or W_out: those outputs do not exist), and Z_tf its 4×4 transform.
-Summed over all T tiles of the batch, that is 16 matrix products and one
-small transform:
+H_out or W_out: those outputs do not exist).  Summed over all T tiles of
+the batch, that is 16 matrix products and one small transform:
 
     M[ξ, ν] = Σ_t V[ξ, ν, t, :]ᵀ Z[ξ, ν, t, :]      (C × T) @ (T × F) -> C × F
     dW[f, c] = Gᵀ M[:, :, c, f] G
 
-The fast version reuses steps 1 and 2 of the convolution.  Each thread
-takes a slice of the batch and, in one Numba call, per block of nb images
-(V and Z within ``BLOCK_BYTES``):
+Cost.  The products do 16·C·F multiply-adds per tile of 4 outputs instead
+of 36·C·F (2.25× fewer).  The transforms are additions only, but V is 4×
+the input and M 4× the output, and both pass through the cache: Winograd
+pays only with enough channels, so ``conv_nhwc`` sends it the 3×3 stride-1
+convolutions with at least ``conv_nhwc.WINOGRAD_MIN_CHANNELS`` (16) input
+and output channels (the comment there says why 16).  The intermediate
+values are larger than the result, so float32 rounding errors are somewhat
+larger than direct convolution's (``tests/test_winograd.py`` bounds them).
 
-    1–2. split columns and input transform, as above    -> V (16, T, C)
-    3.   split dout's columns the same way (padding 0)
-    4.   output-gradient transform, tile row by tile row -> Z (16, T, F)
-    5.   16 products M_ξν += V_ξνᵀ Z_ξν (BLAS, β = 1) into the thread's own M
+The fast version.  Each thread takes a slice of the batch
+(``parallel.parallel_for``) and walks it, in one Numba call, in blocks of
+nb images whose V and M (or V and Z) fit ``BLOCK_BYTES`` (half a core's L2):
 
-then the threads' M are added (in float64) and transformed once,
-dW = Gᵀ M G (Numba, float64).  Measured (``benchmarks/winograd.py --what
-weight-grad --threads 2 1``, float32, batch 128 and 256), against
-``conv_nhwc.conv_backward_nhwc(x, w, dout, 1, 1, need_dx=False)`` (per
-image: row columns and 3 products Xᵀ @ dout):
+    forward           1. split columns: X[n, hp, parity, q, :] = x_pad[n, hp, 2q + parity, :]
+                      2. input transform -> V (16, T, C)
+                      3. 16 products M_k = V_k @ U_k (BLAS ``blas.gemm``; U made once per call)
+                      4. output transform, tile row by tile row, stored into out (NHWC)
+    weight gradient   1–2 as above; 3. split dout's columns; 4. output-gradient
+                      transform -> Z (16, T, F); 5. 16 products M_k += V_kᵀ Z_k (BLAS, β = 1)
+                      into the thread's own M; then the threads' M are added (float64)
+                      and transformed once, dW = Gᵀ M G
 
-                           2 threads     1 thread      (five runs)
-    16 channels at 32×32   1.17–1.28×    1.26–1.31×
-    32 channels at 16×16   1.31–1.49×    1.49–1.55×
-    64 channels at 8×8     1.46–1.74×    1.75–1.81×
-    3 → 16 channels        0.78×         0.78×       (the first layer: products with C = 3 rows)
-    16 → 3 channels        1.15×         1.16×
+Optimisations (measurements behind them, historical, 2-core machine:
+benchmarks/notes/conv_kernels.md):
 
-The products run at ~110 GFLOP/s on one core (numpy's 2048² sgemm: 100),
-2.4–2.5 ms for 128 images at each of the three widths; the transforms cost
-1 thread, 128 images, 16 channels: split 0.3 + input 0.8, dout split 0.3 +
-output gradient 1.0 ms (64 channels: 0.45 and 0.3 ms in all).  A block
-budget of 1 MB instead of 512 KB changed the times by less than ±5 %.
-Float32 error, random data, max |error| / max |dW|: 0.6–3.4e-7 for up to
-320 output pixels per kernel entry, 6.7e-7 for 128 images at 32×32
-(direct kernel: 0.2–3.0e-7 and 6.5e-7; rms errors 0.9–1.6× the direct's);
-float64 agrees to ~1e-15.
+  - blocks of images sized to the cache (above), the 16 products in BLAS
+  - the column split (step 1) makes one column of every tile of a tile row
+    one contiguous run: the transforms are long loops over runs, which
+    vectorise, not 16 short loops per tile; the input and output-gradient
+    transforms write 4 results per loop
+  - the output transform adds and subtracts (Aᵀ as an index table)
+    instead of multiplying by ±1
+  - the weight transforms (U, and dW = Gᵀ M G) in float64 Numba, one
+    input channel at a time
 
     conv3x3_winograd_nhwc(x, w, padding)        -> out (N, H_out, W_out, F)
     conv3x3_winograd_nhwc_naive(x, w, padding)  the same, NumPy, tile by tile

@@ -1,7 +1,9 @@
 """Layers with parameters, each a thin shell around a pair of stateless
-operations from ``tqref.functional``: ``forward`` validates the input, calls
+operations: ``forward`` validates the input, calls the current backend's
 ``op_forward`` and keeps the cache; ``backward`` pops the cache, calls
-``op_backward`` and writes the parameter gradients.
+``op_backward`` of the backend that made it and writes the parameter
+gradients.  A layer does not know which backend runs (``tqref.backend``:
+the readable NumPy of ``tqref.functional``, or the fast kernels).
 
 Shapes follow CS231n: x (N, C, H, W), conv weight w (F, C, HH, WW),
 linear weight w (F, D) (PyTorch's layout).
@@ -9,7 +11,7 @@ linear weight w (F, D) (PyTorch's layout).
 
 import numpy as np
 
-from tqref import functional as F
+from tqref.backend import current_backend
 from tqref.nn.init import as_generator, he_normal_fan_in, he_normal_fan_out
 from tqref.nn.module import Module
 from tqref.validation import check_nonnegative_int, check_positive_int
@@ -39,19 +41,22 @@ class WeightedLayer(Module):
     def accept_weight_gradient(self, dw):
         self.grads["weight"][...] = dw
 
-    def _op_forward(self, x, w, b):
+    def _op_forward(self, B, x, w, b):
         raise NotImplementedError
 
-    def _op_backward(self, dout, cache):
+    def _op_backward(self, B, dout, cache):
         raise NotImplementedError
 
     def forward(self, x):
+        B = current_backend()
         self.check_input(x, ndim=self.input_ndim, channels=self.params["weight"].shape[1])
-        out, self._cache = self._op_forward(x, self.weight_for_forward(), self.params.get("bias"))
+        out, cache = self._op_forward(B, x, self.weight_for_forward(), self.params.get("bias"))
+        self._keep(B, cache)
         return out
 
     def backward(self, dout):
-        dx, dw, db = self._op_backward(dout, self._pop_cache())
+        B, cache = self._pop_cache()
+        dx, dw, db = self._op_backward(B, dout, cache)
         self.accept_weight_gradient(dw)
         if db is not None:
             self.grads["bias"][...] = db
@@ -85,11 +90,11 @@ class Conv2d(WeightedLayer):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, bias={'bias' in self.params}")
 
-    def _op_forward(self, x, w, b):
-        return F.conv2d_forward(x, w, b, self.stride, self.padding)
+    def _op_forward(self, B, x, w, b):
+        return B.conv2d_forward(x, w, b, self.stride, self.padding)
 
-    def _op_backward(self, dout, cache):
-        return F.conv2d_backward(dout, cache)
+    def _op_backward(self, B, dout, cache):
+        return B.conv2d_backward(dout, cache)
 
 
 class Linear(WeightedLayer):
@@ -113,11 +118,11 @@ class Linear(WeightedLayer):
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={'bias' in self.params}"
 
-    def _op_forward(self, x, w, b):
-        return F.linear_forward(x, w, b)
+    def _op_forward(self, B, x, w, b):
+        return B.linear_forward(x, w, b)
 
-    def _op_backward(self, dout, cache):
-        return F.linear_backward(dout, cache)
+    def _op_backward(self, B, dout, cache):
+        return B.linear_backward(dout, cache)
 
 
 class BatchNorm2d(Module):
@@ -149,15 +154,18 @@ class BatchNorm2d(Module):
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
 
     def forward(self, x):
+        B = current_backend()
         self.check_input(x, ndim=4, channels=self.num_features)
-        out, self._cache = F.batchnorm_forward(
+        out, cache = B.batchnorm_forward(
             x, self.params["weight"], self.params["bias"],
             self.buffers["running_mean"], self.buffers["running_var"],
             self.training, self.momentum, self.eps)
+        self._keep(B, cache)
         return out
 
     def backward(self, dout):
-        dx, dgamma, dbeta = F.batchnorm_backward(dout, self._pop_cache())
+        B, cache = self._pop_cache()
+        dx, dgamma, dbeta = B.batchnorm_backward(dout, cache)
         self.grads["weight"][...] = dgamma
         self.grads["bias"][...] = dbeta
         return dx
@@ -167,57 +175,62 @@ class BatchNorm2d(Module):
     def forward_relu(self, x, residual=None):
         """ReLU(BN(x) + residual) (residual None: ReLU(BN(x))), the same
         numbers as this layer's forward followed by an add and a ReLU."""
+        B = current_backend()
         self.check_input(x, ndim=4, channels=self.num_features)
-        out, self._cache = F.batchnorm_relu_forward(
+        out, cache = B.batchnorm_relu_forward(
             x, self.params["weight"], self.params["bias"],
             self.buffers["running_mean"], self.buffers["running_var"],
             self.training, self.momentum, self.eps, residual=residual)
+        self._keep(B, cache)
         return out
 
     def backward_relu(self, dout):
         """Backward of ``forward_relu``: returns (dx, dsum), dsum = dout·1[out > 0]
         being the gradient that reaches the residual."""
-        dx, dgamma, dbeta, dsum = F.batchnorm_relu_backward(dout, self._pop_cache())
+        B, cache = self._pop_cache()
+        dx, dgamma, dbeta, dsum = B.batchnorm_relu_backward(dout, cache)
         self.grads["weight"][...] = dgamma
         self.grads["bias"][...] = dbeta
         return dx, dsum
 
 
 class _Stateless(Module):
-    """A layer without parameters around one functional pair.  Its input
-    check uses ``ndim``; the dtype must be float, like every layer's."""
+    """A layer without parameters around one pair of operations, named by
+    ``op`` ("relu" runs the backend's relu_forward and relu_backward).  Its
+    input check uses ``ndim``; the dtype must be float, like every layer's."""
 
     ndim = 4
+    op = None
 
     def forward(self, x):
+        B = current_backend()
         self.check_input(x, ndim=self.ndim)
-        out, self._cache = self._forward(x)
+        out, cache = getattr(B, f"{self.op}_forward")(x)
+        self._keep(B, cache)
         return out
 
     def backward(self, dout):
-        return self._backward(dout, self._pop_cache())
+        B, cache = self._pop_cache()
+        return getattr(B, f"{self.op}_backward")(dout, cache)
 
 
 class ReLU(_Stateless):
     """y = max(x, 0), any shape."""
 
     ndim = None
-    _forward = staticmethod(F.relu_forward)
-    _backward = staticmethod(F.relu_backward)
+    op = "relu"
 
 
 class MaxPool2x2(_Stateless):
     """2×2 max pooling, stride 2: (N, C, H, W) -> (N, C, H//2, W//2)."""
 
-    _forward = staticmethod(F.max_pool2x2_forward)
-    _backward = staticmethod(F.max_pool2x2_backward)
+    op = "max_pool2x2"
 
 
 class GlobalAvgPool2d(_Stateless):
     """Mean over H and W: (N, C, H, W) -> (N, C)."""
 
-    _forward = staticmethod(F.global_avg_pool_forward)
-    _backward = staticmethod(F.global_avg_pool_backward)
+    op = "global_avg_pool"
 
 
 class OptionAShortcut(_Stateless):
@@ -233,12 +246,15 @@ class OptionAShortcut(_Stateless):
         return f"{self.in_channels} -> {self.out_channels}"
 
     def forward(self, x):
+        B = current_backend()
         self.check_input(x, ndim=4, channels=self.in_channels)
-        out, self._cache = F.option_a_shortcut_forward(x, self.out_channels)
+        out, cache = B.option_a_shortcut_forward(x, self.out_channels)
+        self._keep(B, cache)
         return out
 
     def backward(self, dout):
-        return F.option_a_shortcut_backward(dout, self._pop_cache())
+        B, cache = self._pop_cache()
+        return B.option_a_shortcut_backward(dout, cache)
 
 
 class Sequential(Module):

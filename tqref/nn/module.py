@@ -28,7 +28,7 @@ import contextlib
 
 import numpy as np
 
-from tqref.kernels.reduce import all_finite
+from tqref.backend import current_backend
 from tqref.validation import check_array
 
 # Whether layers keep the caches their backward passes need (see no_grad).
@@ -63,8 +63,6 @@ class Module:
 
     # ------------------------------------------------------------------ tree
     def __setattr__(self, key, value):
-        if key == "_cache" and not _KEEP_CACHES[0]:
-            value = None  # inside no_grad(): nothing is kept for a backward pass
         if isinstance(value, Module):
             self._children[key] = value
             value._set_path(f"{self.path}.{key}" if self.path else key)
@@ -263,9 +261,10 @@ class Module:
         who = f"{self.describe()} input"
         ref = next(iter(self.params.values()), None)
         check_array(x, who, ndim=ndim, dtype_like=ref, finite=False)
-        # the NaN/inf scan runs on every layer's input: a parallel Numba kernel,
-        # not NumPy's one-core pass (which cost ~15 % of a ResNet forward)
-        if not all_finite(x):
+        # the NaN/inf scan runs on every layer's input: the backend's all_finite
+        # (on the fast backend a parallel kernel: NumPy's one-core pass cost
+        # ~15 % of a ResNet forward)
+        if not current_backend().all_finite(x):
             check_array(x, who)  # raises the usual "contains n NaN or inf value(s)"
         if channels is not None and x.shape[channel_axis] != channels:
             layout = "(N, C, H, W)" if ndim == 4 else "(N, D)"
@@ -277,10 +276,17 @@ class Module:
             check_array(p, f"{self.describe()} parameter '{key}'")
         return x
 
+    def _keep(self, backend, cache):
+        """Keep what the backward pass needs: the operation's cache and the
+        backend that made it (a cache is read only by its own backend's
+        backward).  Inside ``no_grad()`` nothing is kept."""
+        self._cache = (backend, cache) if _KEEP_CACHES[0] else None
+
     def _pop_cache(self):
-        cache = getattr(self, "_cache", None)
-        if cache is None:
+        """(backend, cache) of the last forward pass, then forgotten."""
+        kept = getattr(self, "_cache", None)
+        if kept is None:
             raise RuntimeError(f"{self.describe()}.backward called without a forward pass before it "
                                f"(or after a forward inside tqref.nn.no_grad())")
         self._cache = None  # free the activations as soon as they are used
-        return cache
+        return kept

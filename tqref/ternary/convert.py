@@ -14,7 +14,7 @@ variant with extra parameters (TTQ's scales) adds new ones.
 """
 
 from tqref.nn.layers import Conv2d, WeightedLayer
-from tqref.ternary.layers import TernaryConv2d, TernaryLinear, TernaryMixin, to_float
+from tqref.ternary.layers import TernaryConv2d, TernaryLinear, to_float
 
 # variant name -> (conv class, linear class, extra options); variants.py adds its own
 VARIANTS = {
@@ -24,7 +24,17 @@ VARIANTS = {
 
 
 def is_quantized_layer(module):
-    return isinstance(module, TernaryMixin) or getattr(module, "is_quantized", False)
+    """True when ``module``'s forward pass uses quantized weights.
+
+    The one test for it, used by the conversion, the summaries, the
+    checkpoint export (``tqref.io``) and the packed format (``tqref.deploy``):
+    every quantized layer class says so with the class attribute
+    ``is_quantized = True`` (``TernaryMixin`` and the variants' mixins), and
+    such a layer offers ``quantize()`` (a list of ``Ternarized``, one per
+    expansion), ``effective_weight()`` and ``t_ex``.  A plain layer, or any
+    other module, has no such attribute: False.
+    """
+    return bool(getattr(module, "is_quantized", False))
 
 
 def is_ternary(model):

@@ -15,19 +15,16 @@ We run the single one; a test checks the equality.
 """
 
 
+from tqref.backend import current_backend
 from tqref.nn.layers import Conv2d, Linear
-from tqref.ternary.quantize import (
-    STE_CLIP,
-    delta_factors_for,
-    effective_weight,
-    straight_through_gradient,
-    ternarize_expansions,
-)
+from tqref.ternary.quantize import STE_CLIP, delta_factors_for, effective_weight
 
 
 class TernaryMixin:
     """Turns a WeightedLayer (Conv2d or Linear) into its ternary version by
     overriding the two hooks ``weight_for_forward`` and ``accept_weight_gradient``."""
+
+    is_quantized = True  # the one test for "is this layer quantized": convert.is_quantized_layer
 
     def setup_ternary(self, t_ex=1, delta_factors=None, threshold_rule="max", per_channel=False,
                       clip=STE_CLIP):
@@ -40,9 +37,11 @@ class TernaryMixin:
 
     def quantize(self):
         """Eqs. (1)–(3), (5) on the current latent weight: a list of t_ex
-        ``Ternarized(codes, alpha, threshold)``, one per expansion."""
-        return ternarize_expansions(self.params["weight"], self.delta_factors, self.threshold_rule,
-                                    self.per_channel)
+        ``Ternarized(codes, alpha, threshold)``, one per expansion (the
+        backend's ``ternarize_expansions``: ``tqref.ternary.quantize`` on the
+        reference backend, one Numba pass on the fast one)."""
+        return current_backend().ternarize_expansions(self.params["weight"], self.delta_factors,
+                                                      self.threshold_rule, self.per_channel)
 
     def effective_weight(self):
         """W_eff = Σ_k α_k T_k in the layer's dtype: what the forward pass uses."""
@@ -53,7 +52,17 @@ class TernaryMixin:
         return self.effective_weight()
 
     def accept_weight_gradient(self, dw):
-        self.grads["weight"][...] = straight_through_gradient(dw, self.params["weight"], self.t_ex, self.clip)
+        """Eq. (4): ∂L/∂W = t_ex · ∂L/∂W_eff · 1[|W| < clip]."""
+        ste = current_backend().straight_through_gradient
+        self.grads["weight"][...] = ste(dw, self.params["weight"], self.t_ex, self.clip)
+
+    @classmethod
+    def from_float(cls, layer, **ternary_options):
+        """The ternary layer that shares ``layer``'s arrays (its weight becomes
+        the latent W): ``TernaryConv2d.from_float(conv, t_ex=2)``."""
+        new = _adopt(cls.__new__(cls), layer)
+        new.setup_ternary(**ternary_options)
+        return new
 
     def extra_repr(self):
         return (f"{super().extra_repr()}, t_ex={self.t_ex}, delta_factors={self.delta_factors}, "
@@ -77,24 +86,12 @@ class TernaryConv2d(TernaryMixin, Conv2d):
     x: (N, C, H, W) -> out: (N, F, H', W').  ``params['weight']`` is the latent W (F, C, HH, WW).
     """
 
-    @classmethod
-    def from_float(cls, conv, **ternary_options):
-        new = _adopt(cls.__new__(cls), conv)
-        new.setup_ternary(**ternary_options)
-        return new
-
 
 class TernaryLinear(TernaryMixin, Linear):
     """Linear with ternarized weights:  out = x · (Σ_k α_k T_k)ᵀ + b.
 
     x: (N, D) -> out: (N, F).  ``params['weight']`` is the latent W (F, D).
     """
-
-    @classmethod
-    def from_float(cls, linear, **ternary_options):
-        new = _adopt(cls.__new__(cls), linear)
-        new.setup_ternary(**ternary_options)
-        return new
 
 
 def to_float(layer):

@@ -11,8 +11,10 @@ For one layer with full-precision *latent* weight W (kept and trained):
                            δ = (0.05, 0.10) for t_ex = 2, (0.05, 0.10, 0.15, 0.20) for t_ex = 4;
                            ∂L/∂W = t_ex · ∂L/∂W_eff · 1[|W| < 1]
 
-Everything here is a stateless function of W.  The layers in
-``tqref.ternary.layers`` call ``ternarize`` at every forward pass, so Δ, α
+Everything here is a stateless function of W, and these functions are the
+reference backend's quantizer (``tqref.backend``).  The layers in
+``tqref.ternary.layers`` call their backend's ``ternarize_expansions`` and
+``straight_through_gradient`` at every forward and backward pass, so Δ, α
 and T always describe the current latent weights.
 
 Two options beyond the paper, for comparison (a *rule* and a *granularity*):
@@ -28,8 +30,6 @@ channel is, with ``per_channel``), max|W| = 0 gives Δ = 0; we set T = 0 and
 from typing import NamedTuple
 
 import numpy as np
-
-from tqref.kernels.quantize import ternarize_max_rule
 
 PAPER_DELTA = 0.05
 TWN_DELTA = 0.7
@@ -166,31 +166,18 @@ def ternarize(latent_weight, delta_factor=PAPER_DELTA, threshold_rule="max", per
 
 
 # --------------------------------------------------------------- Eq. (5)
-def ternarize_expansions_naive(latent_weight, delta_factors=PAPER_DELTA_LISTS[1], threshold_rule="max",
-                               per_channel=False):
-    """Eq. (5): one ``Ternarized`` per expansion k, each of the *same*
-    latent W with its own threshold Δ_k = δ_k · max|W|.  Read this one:
-    Eqs. (1)–(3) called once per expansion."""
-    return [ternarize(latent_weight, d, threshold_rule, per_channel) for d in delta_factors]
-
-
 def ternarize_expansions(latent_weight, delta_factors=PAPER_DELTA_LISTS[1], threshold_rule="max",
                          per_channel=False):
-    """Eq. (5), the same result as :func:`ternarize_expansions_naive`.
+    """Eq. (5): one ``Ternarized`` per expansion k, each of the *same*
+    latent W with its own threshold Δ_k = δ_k · max|W|: Eqs. (1)–(3) called
+    once per expansion.
 
-    For the paper's rule (Δ = δ·max|W|, one Δ per tensor) a Numba kernel
-    does all expansions in two passes over W — max|W|, then every code
-    and every α's sum and count at once — instead of ~6 NumPy passes per
-    expansion (``tqref.kernels.quantize``).  Other rules and per-channel
-    thresholds use the naive path.  A ternary layer calls this at every
-    forward pass.
+    A ternary layer calls its backend's ``ternarize_expansions`` at every
+    forward pass (``tqref.backend``): this one on the reference backend; the
+    fast backend's kernel (``tqref.kernels.ops``) gives the same result in
+    two passes over W for all expansions together.
     """
-    if threshold_rule != "max" or per_channel or latent_weight.size == 0:
-        return ternarize_expansions_naive(latent_weight, delta_factors, threshold_rule, per_channel)
-    factors = [check_delta_factor(d, threshold_rule=threshold_rule) for d in delta_factors]
-    codes, deltas, alphas = ternarize_max_rule(latent_weight, factors)
-    return [Ternarized(codes[k].reshape(latent_weight.shape), float(alphas[k]), float(deltas[k]))
-            for k in range(len(factors))]
+    return [ternarize(latent_weight, d, threshold_rule, per_channel) for d in delta_factors]
 
 
 def effective_weight(expansions, dtype=np.float32):
