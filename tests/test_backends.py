@@ -383,19 +383,20 @@ def test_the_reference_backend_trains_without_any_kernel(tmp_path):
 
 # ---------------------------------------------------------------- a student's operation
 def student_conv2d_backward(dout, cache):
-    """A student's convolution backward, written another way than the
-    library's: one kernel offset (p, q) at a time, each a pair of einsums."""
-    x, w, has_bias, s, pad = cache
-    N, C, H, W = x.shape
-    _, _, HH, WW = w.shape
+    """A student's convolution backward for the reference forward's cache
+    (x.shape, cols, w, has_bias, stride, padding), written another way than
+    the library's: the gradient of the whole im2col matrix first, then
+    col2im one window element (c, p, q) at a time."""
+    (N, C, H, W), cols, w, has_bias, s, pad = cache
+    Fo, _, HH, WW = w.shape
     Ho, Wo = dout.shape[2:]
-    x_pad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    dx_pad, dw = np.zeros_like(x_pad), np.zeros_like(w)
+    dout_rows = dout.transpose(0, 2, 3, 1).reshape(-1, Fo)                 # (N·Ho·Wo, F)
+    dw = np.einsum("rf,rk->fk", dout_rows, cols).reshape(w.shape)
+    dcols = (dout_rows @ w.reshape(Fo, -1)).reshape(N, Ho, Wo, C, HH, WW)
+    dx_pad = np.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=w.dtype)
     for p in range(HH):
         for q in range(WW):
-            patch = x_pad[:, :, p : p + s * Ho : s, q : q + s * Wo : s]          # (N, C, Ho, Wo)
-            dw[:, :, p, q] = np.einsum("nfij,ncij->fc", dout, patch)
-            dx_pad[:, :, p : p + s * Ho : s, q : q + s * Wo : s] += np.einsum("nfij,fc->ncij", dout, w[:, :, p, q])
+            dx_pad[:, :, p : p + s * Ho : s, q : q + s * Wo : s] += np.moveaxis(dcols[..., p, q], 3, 1)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx_pad[:, :, pad : pad + H, pad : pad + W], dw, db
 

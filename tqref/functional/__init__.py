@@ -1,6 +1,11 @@
 """Stateless operations: ``op_forward(...) -> (out, cache)`` and
-``op_backward(dout, cache) -> grads``, each with a ``*_naive`` loop twin of
-the same signature (read the naive one first; tests hold the two equal)."""
+``op_backward(dout, cache) -> grads``, only math (no threads, no layouts).
+
+Each comes twice with one signature: ``op_*_naive``, loops that read as the
+equation (read it first), and ``op_*``, the vectorised NumPy that the
+reference backend runs (``tqref.backend``).  The fast backend's versions of
+the same operations live in ``tqref.kernels.ops``; tests hold all three
+equal (tests/test_backends.py)."""
 
 from tqref.functional.activations import relu_backward, relu_backward_naive, relu_forward, relu_forward_naive
 from tqref.functional.batchnorm import (

@@ -21,9 +21,9 @@ Three tiers with one signature (``tqref.backend``):
   (n, f, i, j), one window at a time; the formula above, line for line.
   Too slow to train; the tests hold the other two to it.
 * ``conv2d_forward`` / ``conv2d_backward`` (the **reference** backend):
-  the windows as a strided view of x_pad (im2col without a gather loop),
-  one matrix product forward, two backward, and col2im as HH·WW strided
-  additions.  Plain NCHW NumPy; fast enough to train a small net.
+  im2col from a strided view of x_pad (no gather loop), one matrix product
+  forward, and backward one for dw and one per kernel offset for dx
+  (col2im as HH·WW strided additions).  Plain NCHW NumPy.
 * the **fast** backend's pair in ``tqref.kernels.ops``: channels-last,
   per-image columns that stay in cache, Winograd for 3×3 layers, both cores.
 
@@ -178,51 +178,55 @@ def _windows(x_pad, HH, WW, stride):
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
     """x: (N, C, H, W), w: (F, C, HH, WW), b: (F,) or None -> out: (N, F, H_out, W_out).
 
-        out[n, f, i, j] = b[f] + Σ_{c,p,q} windows[n, c, i, j, p, q] · w[f, c, p, q]
+    im2col: one row per output pixel (n, i, j) holding its window, one
+    column per (c, p, q); the convolution is then one matrix product
 
-    one ``tensordot`` over (c, p, q): NumPy copies the windows into the
-    im2col matrix (N·H_out·W_out, C·HH·WW) and multiplies it by w reshaped
-    (C·HH·WW, F) with BLAS.
+        cols[(n, i, j), (c, p, q)] = x_pad[n, c, i·s + p, j·s + q]
+        out[(n, i, j), f]          = Σ_{c,p,q} cols[(n, i, j), (c, p, q)] · w[f, c, p, q] + b[f]
 
-    cache = (x, w, has_bias, stride, padding)
+    cache = (x.shape, cols, w, has_bias, stride, padding): the backward
+    needs the windows again for dw, so they are kept (CS231n's im2col layer
+    does the same; it costs 9 activations of memory for a 3×3 layer).
     """
     stride, padding, H_out, W_out = check_inputs(x, w, b, stride, padding)
-    HH, WW = w.shape[2:]
+    N, C = x.shape[:2]
+    F, _, HH, WW = w.shape
     x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    windows = _windows(x_pad, HH, WW, stride)                         # (N, C, H_out, W_out, HH, WW)
-    out = np.tensordot(windows, w, axes=([1, 4, 5], [1, 2, 3]))       # (N, H_out, W_out, F)
+    windows = _windows(x_pad, HH, WW, stride)                       # (N, C, H_out, W_out, HH, WW), a view
+    cols = windows.transpose(0, 2, 3, 1, 4, 5).reshape(N * H_out * W_out, C * HH * WW)  # the copy
+    out = cols @ w.reshape(F, -1).T                                 # (N·H_out·W_out, F)
     if b is not None:
         out += b
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2)), (x, w, b is not None, stride, padding)
+    out = out.reshape(N, H_out, W_out, F).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(out), (x.shape, cols, w, b is not None, stride, padding)
 
 
 def conv2d_backward(dout, cache):
     """dout: (N, F, H_out, W_out) -> dx: (N, C, H, W), dw: (F, C, HH, WW), db: (F,) or None.
 
-        dw[f, c, p, q]                = Σ_{n,i,j} dout[n, f, i, j] · windows[n, c, i, j, p, q]
-        dwindows[n, i, j, c, p, q]    = Σ_f dout[n, f, i, j] · w[f, c, p, q]
-        dx_pad[n, c, i·s + p, j·s + q] += dwindows[n, i, j, c, p, q]      (col2im)
-        db[f]                         = Σ_{n,i,j} dout[n, f, i, j]
+    With dout as rows like the forward's cols, dout_rows[(n, i, j), f]:
 
-    Two matrix products, then col2im as HH·WW strided additions: for each
-    kernel offset (p, q), the pixels it touched form one strided slice of
-    dx_pad (windows that overlap add up, hence ``+=``).
+        dw[f, (c, p, q)]                = Σ_{n,i,j} dout_rows[(n, i, j), f] · cols[(n, i, j), (c, p, q)]
+        dx_pad[n, c, i·s + p, j·s + q] += Σ_f dout[n, f, i, j] · w[f, c, p, q]      for each (p, q)
+        db[f]                           = Σ_{n,i,j} dout[n, f, i, j]
+
+    dw is one matrix product; dx is one product per kernel offset (p, q),
+    added into the strided slice of dx_pad that offset touched (windows
+    overlap, hence ``+=``: col2im).
     """
-    x, w, has_bias, s, padding = cache
-    N, C, H, W = x.shape
+    x_shape, cols, w, has_bias, s, padding = cache
+    N, C, H, W = x_shape
     F, _, HH, WW = w.shape
     H_out = conv_output_size(H, HH, s, padding)
     W_out = conv_output_size(W, WW, s, padding)
-    check_dout(dout, (N, F, H_out, W_out), x.dtype, "conv2d_backward")
-    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    windows = _windows(x_pad, HH, WW, s)
-    dw = np.tensordot(dout, windows, axes=([0, 2, 3], [0, 2, 3]))      # (F, C, HH, WW)
-    dwindows = np.tensordot(dout, w, axes=([1], [0]))                 # (N, H_out, W_out, C, HH, WW)
-    dx_pad = np.zeros_like(x_pad)
+    check_dout(dout, (N, F, H_out, W_out), w.dtype, "conv2d_backward")
+    dout_nhwc = np.ascontiguousarray(dout.transpose(0, 2, 3, 1))    # (N, H_out, W_out, F)
+    dw = (dout_nhwc.reshape(-1, F).T @ cols).reshape(w.shape)
+    dx_pad = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=w.dtype)
     for p in range(HH):
         for q in range(WW):
             dx_pad[:, :, p : p + s * H_out : s, q : q + s * W_out : s] += \
-                dwindows[:, :, :, :, p, q].transpose(0, 3, 1, 2)
+                (dout_nhwc @ w[:, :, p, q]).transpose(0, 3, 1, 2)    # (N, C, H_out, W_out)
     dx = np.ascontiguousarray(dx_pad[:, :, padding : padding + H, padding : padding + W])
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-    return dx, dw.astype(w.dtype, copy=False), db
+    return dx, dw, db

@@ -11,7 +11,9 @@ Backward:
     dw[f, d] = Σ_n dout[n, f] · x[n, d]        dw = doutᵀ · x
     db[f]    = Σ_n dout[n, f]                  (None when b is None)
 
-Cache (shared by the naive and the fast version): ``(x, w, has_bias)``.
+Cache (the same for the loops and the reference version, which the fast
+backend shares: NumPy's matrix product already is one BLAS call):
+``(x, w, has_bias)``.
 """
 
 import numpy as np

@@ -18,7 +18,8 @@ of an odd H (W) belongs to no window and receives zero gradient.
 The max is not differentiable at ties; we route the gradient to the first
 maximum in row-major window order (0,0), (0,1), (1,0), (1,1), like
 ``np.argmax``.  Cache: ``(argmax (N, C, H//2, W//2) uint8 with values
-2·a* + b*, x.shape)`` — the same layout for the naive and the fast version.
+2·a* + b*, x.shape)`` — the same for the loops and the reference version
+(which the fast backend shares).
 """
 
 import numpy as np

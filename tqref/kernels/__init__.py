@@ -1,11 +1,15 @@
-"""Numba kernels that the fast operations in ``tqref.functional`` call.
+"""The fast backend: Numba kernels, and the operations built on them.
 
-Each kernel has a naive twin written with NumPy slicing or plain loops that
-the tests hold it equal to: a ``*_naive`` function beside it (im2col,
-col2im, the row columns), or the ``*_naive`` operation of
-``tqref.functional`` it serves (batch norm, ReLU, the quantizer's
-``ternarize_expansions_naive``).  The kernels
-run with ``NUMBA_DISABLE_JIT=1`` too (slowly): ``prange`` then is ``range``.
+``ops.py`` holds the fast backend's operations, with the signatures of the
+reference ones in ``tqref.functional`` (``tqref.backend`` puts each set in
+a table).  Each kernel has a twin that the tests hold it equal to: a
+``*_naive`` function beside it (im2col, col2im, the row columns), or the
+reference operation it speeds up (batch norm, ReLU, the quantizer
+``tqref.ternary.quantize.ternarize_expansions``, ``tqref.optim.sgd_update``,
+``tqref.data.crop_flip``).  The kernels run with ``NUMBA_DISABLE_JIT=1``
+too (slowly): ``prange`` then is ``range``.
+
+    ops.py         the fast backend's operations: layout, threading and fusion around the kernels
 
     im2col.py      im2col / col2im in NCHW: the classic gather and scatter behind a
                    convolution as a matrix product (the readable reference)
@@ -20,8 +24,8 @@ run with ``NUMBA_DISABLE_JIT=1`` too (slowly): ``prange`` then is ``range``.
     quantize.py    the paper's quantizer: Δ, α and codes of all t_ex expansions in two passes
     layout.py      NCHW shapes over channels-last memory (why: conv_nhwc.py)
     parallel.py    parallel_for: each core runs the kernels and BLAS on its own slice of the batch
-    augment.py     data augmentation
-    sgd.py         the SGD update in one pass (twin: tqref.optim.sgd_update_naive)
+    augment.py     data augmentation (twin: tqref.data.crop_flip)
+    sgd.py         the SGD update in one pass (twin: tqref.optim.sgd_update)
     ternary_engine.py  add-only ternary convolution for inference, the kernel behind tqref.deploy
 """
 

@@ -5,7 +5,7 @@
     s = d + μ·v  (Nesterov)  or  s = v
     p = p − η·s
 
-Written with NumPy (``tqref.optim.sgd_update_naive``, the twin) this is up to
+Written with NumPy (``tqref.optim.sgd_update``, the reference twin) this is up to
 six passes over p, g and v with temporaries; here each element is read and
 written once.  Same float32 operations in the same order, so the two agree
 bit for bit (tests/test_optim.py).  It is a small share of a step (≈ 0.7 ms
