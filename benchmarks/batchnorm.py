@@ -1,5 +1,5 @@
 """Fused batch norm + residual add + ReLU, forward and backward, with and
-without folding the rows (``tqref.functional.batchnorm.FOLD_WIDTH``).
+without folding the rows (``tqref.kernels.ops.FOLD_WIDTH``).
 
     python benchmarks/batchnorm.py                 # 1 and 2 threads, ResNet-20 shapes, batch 128
 
@@ -26,8 +26,8 @@ def main(argv=None):
     import numba
     from threadpoolctl import threadpool_limits
 
-    from tqref.functional import batchnorm as fb
-    from tqref.functional import batchnorm_relu_backward, batchnorm_relu_forward
+    from tqref.kernels import ops as fb
+    from tqref.kernels.ops import batchnorm_relu_backward, batchnorm_relu_forward
     from tqref.kernels.layout import to_nchw
 
     widths = (1, fb.FOLD_WIDTH)

@@ -41,7 +41,7 @@ from tqref.kernels.ops import (  # the fast backend's operations
 )
 from tqref.kernels.reduce import all_finite
 from tqref.ternary.quantize import effective_weight
-from tqref.ternary.quantize import ternarize_expansions as ternarize_expansions_naive
+from tqref.ternary.quantize import ternarize_expansions as ternarize_expansions_reference
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -343,7 +343,7 @@ def test_quantizer_kernel_equals_naive(factors, dtype):
     w[0, 0, 0, :2] = [0.05 * m, -0.05 * m]  # ties at ±Δ_1 (exactly, when representable)
     w[1, 0, 0, 0] = -m
     fast = ternarize_expansions(w, factors)
-    naive = ternarize_expansions_naive(w, factors)
+    naive = ternarize_expansions_reference(w, factors)
     for a, b in zip(fast, naive):
         np.testing.assert_array_equal(a.codes, b.codes)
         assert a.codes.dtype == np.int8 and a.codes.shape == w.shape

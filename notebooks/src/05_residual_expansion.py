@@ -29,13 +29,14 @@ import inspect
 import matplotlib.pyplot as plt
 import numpy as np
 
+import tqref
 from tqref import nn
 from tqref.functional import batchnorm_forward, conv2d_forward
+from tqref.kernels import ops as K
 from tqref.models import resnet20
 from tqref.summary import model_summary
 from tqref.ternary import (PAPER_DELTA_LISTS, TernaryConv2d, effective_weight, quantized_layers,
                            ternarize_expansions, ternarize_model)
-from tqref.ternary.quantize import ternarize_expansions_naive
 
 rng = np.random.default_rng(0)
 
@@ -51,32 +52,46 @@ rng = np.random.default_rng(0)
 # $t_{ex}=4$. Every expansion ternarizes the same $W$ (not the residual error
 # $W - \alpha_1 T_1$), and the bias is added once.
 #
-# Read `ternarize_expansions_naive`: it is Eqs. (1)–(3) of notebook 03 called
-# once per threshold. The layers call `ternarize_expansions`, which returns the
-# same list from a Numba kernel (`tqref.kernels.quantize`); the next section
-# checks that the two agree.
+# Read `tqref.ternary.quantize.ternarize_expansions`: it is Eqs. (1)–(3) of
+# notebook 03 called once per threshold. A ternary layer asks its backend
+# (`tqref.backend`, notebook 01) for `ternarize_expansions` at every forward
+# pass: on the reference backend it gets this readable function; on the fast
+# backend, the default, it gets `tqref.kernels.ops.ternarize_expansions`,
+# which returns the same list from one Numba kernel that makes two passes
+# over W for all expansions together (`tqref.kernels.quantize`). The check
+# below reads both backends' tables; the next section checks that the two
+# functions agree.
 
 # %%
-assert "ternarize_expansions(" in inspect.getsource(TernaryConv2d.quantize)  # what a layer calls
+print(inspect.getsource(TernaryConv2d.quantize))  # what a layer calls
+assert "current_backend().ternarize_expansions(" in inspect.getsource(TernaryConv2d.quantize)
+assert tqref.get_backend("reference").ternarize_expansions is ternarize_expansions
+assert tqref.get_backend("fast").ternarize_expansions is K.ternarize_expansions
+assert tqref.backend.DEFAULT == "fast"
 print(PAPER_DELTA_LISTS)
-print(inspect.getsource(ternarize_expansions_naive))
+print(inspect.getsource(ternarize_expansions))
 print(inspect.getsource(effective_weight))
 
 # %% [markdown]
 # ## The levels of $W_{\text{eff}}$
 #
 # A 64×64×3×3 weight tensor drawn like a He-initialised ResNet layer, and
-# the staircase $W \mapsto W_{\text{eff}}$ for $t_{ex} = 1, 2, 4$.
+# the staircase $W \mapsto W_{\text{eff}}$ for $t_{ex} = 1, 2, 4$. First the
+# check: for each $t_{ex}$ the fast kernel gives the readable function's codes
+# and thresholds exactly and its α to 1e-12 relative, and $\Delta_k$ is
+# $\delta_k \max|W|$ of the same $W$.
 
 # %%
 w = rng.standard_normal((64, 64, 3, 3)) * np.sqrt(2 / (9 * 64))
-for t_ex in (1, 2, 4):  # the fast path gives what the readable one gives
-    for fast, naive, d in zip(ternarize_expansions(w, PAPER_DELTA_LISTS[t_ex]),
-                              ternarize_expansions_naive(w, PAPER_DELTA_LISTS[t_ex]), PAPER_DELTA_LISTS[t_ex]):
-        assert np.array_equal(fast.codes, naive.codes) and fast.threshold == naive.threshold
-        assert np.isclose(fast.alpha, naive.alpha, rtol=1e-12, atol=0)
-        assert naive.threshold == d * np.abs(w).max()  # Δ_k from the same W
-print("ternarize_expansions == ternarize_expansions_naive for t_ex = 1, 2, 4")
+for t_ex in (1, 2, 4):  # the fast backend's kernel gives what the readable function gives
+    fast_list = K.ternarize_expansions(w, PAPER_DELTA_LISTS[t_ex])
+    readable_list = ternarize_expansions(w, PAPER_DELTA_LISTS[t_ex])
+    assert len(fast_list) == len(readable_list) == t_ex
+    for fast, readable, d in zip(fast_list, readable_list, PAPER_DELTA_LISTS[t_ex]):
+        assert np.array_equal(fast.codes, readable.codes) and fast.threshold == readable.threshold
+        assert np.isclose(fast.alpha, readable.alpha, rtol=1e-12, atol=0)
+        assert readable.threshold == d * np.abs(w).max()  # Δ_k from the same W
+print("tqref.kernels.ops.ternarize_expansions == tqref.ternary.quantize.ternarize_expansions for t_ex = 1, 2, 4")
 order = np.argsort(w.ravel())
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
 axes[0].hist(w.ravel(), bins=120, color="lightgray")
