@@ -78,6 +78,27 @@ def test_train_prints_a_line_per_epoch(cifar, tmp_path, capsys):
     assert "done: best test top-1" in out
 
 
+def test_backend_flag_on_train_and_evaluate(run, cifar, tmp_path, capsys):
+    """--backend reference: printed in the header, recorded in config.json, and the
+    evaluation of the same checkpoint gives the fast backend's accuracy."""
+    out = tmp_path / "r"
+    assert main(TRAIN + ["--epochs", "1", "--backend", "reference", "--data-dir", str(cifar),
+                         "--out", str(out)]) == 0
+    assert "backend reference, run folder" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["backend"] == "reference"
+    results = {}
+    for backend in ("reference", "fast"):
+        assert main(["evaluate", str(run / "last.npz"), "--data-dir", str(cifar), "--json",
+                     "--backend", backend]) == 0
+        results[backend] = json.loads(capsys.readouterr().out)
+        assert results[backend]["backend"] == backend
+    assert results["reference"]["top1"] == results["fast"]["top1"]
+    assert abs(results["reference"]["loss"] - results["fast"]["loss"]) < 1e-5
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(run / "last.npz"), "--backend", "gpu"])
+    assert "argument --backend: invalid choice: 'gpu' (choose from 'fast', 'reference')" in capsys.readouterr().err
+
+
 def test_evaluate_json(run, cifar, capsys):
     assert main(["evaluate", str(run / "last.npz"), "--data-dir", str(cifar), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
