@@ -27,8 +27,8 @@ def main(argv=None):
     from threadpoolctl import threadpool_limits
 
     from tqref.kernels import ops as fb
-    from tqref.kernels.ops import batchnorm_relu_backward, batchnorm_relu_forward
     from tqref.kernels.layout import to_nchw
+    from tqref.kernels.ops import batchnorm_relu_backward, batchnorm_relu_forward
 
     widths = (1, fb.FOLD_WIDTH)
     rng = np.random.default_rng(0)

@@ -8,6 +8,7 @@
     compare   several runs side by side; the paper's table filled in with them
     download  fetch the official CIFAR-10 archive into the cache
     demo      a short run of a small net on a CIFAR-10 subset (writes nothing)
+    course    the course edition: list the tasks, release the student edition, test and grade it
 
 Heavy imports (NumPy kernels, Numba, matplotlib) happen inside the commands,
 so that ``--help`` answers at once.  Errors of input (missing data, a bad
@@ -282,6 +283,50 @@ def _add_sweep(sub):
     p.set_defaults(func=_cmd_sweep)
 
 
+def _add_course(sub):
+    p = sub.add_parser(
+        "course", formatter_class=_Formatter,
+        help="the course edition: list the tasks, release the student edition, test and grade it",
+        description="The course edition of tqref: students write the bodies of the library's key functions "
+                    "(tqref/course/tasks.py lists them) and the tests in tests/course/ grade them.",
+        epilog="examples:\n"
+               "  python -m tqref course list\n"
+               "  python -m tqref course release ../tqref-student        # in this repository\n"
+               "  python -m tqref course test --task 3                    # in the student edition\n"
+               "  python -m tqref course grade [--json]")
+    actions = p.add_subparsers(dest="course_command", metavar="ACTION")
+    actions.required = True
+    listing = actions.add_parser("list", help="the tasks: points, functions, prerequisites")
+    listing.add_argument("--json", action="store_true", help="as JSON")
+    listing.set_defaults(func=_cmd_course)
+    release = actions.add_parser(
+        "release", help="write the student edition (solutions replaced by stubs) into a new folder",
+        description="Write the student edition to OUT: the package with every marked solution region "
+                    "replaced by raise NotImplementedError('task N: ...'), the student tests, pyproject.toml, "
+                    "requirements.txt and README_STUDENT.md.  OUT must not exist or be empty.")
+    release.add_argument("out", metavar="OUT", help="a new (or empty) folder")
+    release.add_argument("--source", metavar="DIR", default=None,
+                         help="the folder holding tqref/ with its solutions (default: this package's)")
+    release.set_defaults(func=_cmd_course)
+    for name, text in (("grade", "run the course tests; points per task and the first failing check of each"),
+                       ("test", "run the course tests with pytest's output, then the per-task summary")):
+        q = actions.add_parser(name, help=text, description=text + ".  The hidden inputs come from "
+                               "$TQREF_GRADE_SEED (or --seed), else from a fresh seed, printed.")
+        q.add_argument("--task", action="append", metavar="ID", default=None,
+                       help="only this task (repeatable): 1a, 1b, 2, 3, 4, 5")
+        q.add_argument("--seed", type=int, default=None, help="the seed of the hidden inputs")
+        q.add_argument("--tests", metavar="DIR", default=None, help="the course tests (default: tests/course "
+                       "beside the tqref package)")
+        q.add_argument("--timeout", type=float, default=900, metavar="S",
+                       help="stop the tests after S seconds (default 900)")
+        if name == "grade":
+            q.add_argument("--json", action="store_true", help="the grade as JSON")
+        else:
+            q.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="...",
+                           help="more pytest arguments, e.g. -x -k threshold")
+        q.set_defaults(func=_cmd_course)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m tqref", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -296,6 +341,7 @@ def build_parser():
     _add_export(sub)
     _add_compare(sub)
     _add_sweep(sub)
+    _add_course(sub)
 
     download = sub.add_parser(
         "download", help="download the official CIFAR-10 archive into the cache (MD5 checked)",
@@ -511,6 +557,11 @@ def _cmd_demo(args):
              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
              data_dir=args.data_dir)
     return 0
+
+
+def _cmd_course(args):
+    from tqref.course import commands
+    return getattr(commands, f"cmd_{args.course_command}")(args)
 
 
 def _cmd_download(args):

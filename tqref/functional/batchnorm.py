@@ -214,6 +214,7 @@ def batchnorm_backward(dout, cache):
         training:    dx = (γ/σ̃)/m · (m·dy − dβ − x̂ · dγ)
         evaluation:  dx = (γ/σ̃) · dy
     """
+    ### BEGIN SOLUTION
     xhat, inv_std, gamma = cache["xhat"], cache["inv_std"], cache["gamma"]
     N, C, H, W = dout.shape
     m = N * H * W
@@ -230,6 +231,7 @@ def batchnorm_backward(dout, cache):
     else:
         dx = scale * dout
     return dx, dgamma.astype(dt), dbeta.astype(dt)
+    ### END SOLUTION
 
 
 # ----------------------------------------------------------------------------

@@ -116,6 +116,7 @@ def conv2d_forward_naive(x, w, b=None, stride=1, padding=0):
     cache = (x, w, b, stride, padding)
     """
     stride, padding, H_out, W_out = check_inputs(x, w, b, stride, padding)
+    ### BEGIN SOLUTION
     N = x.shape[0]
     F, _, HH, WW = w.shape
     s = stride
@@ -128,6 +129,7 @@ def conv2d_forward_naive(x, w, b=None, stride=1, padding=0):
                     window = x_pad[n, :, i * s : i * s + HH, j * s : j * s + WW]  # (C, HH, WW)
                     out[n, f, i, j] = np.sum(window * w[f]) + (b[f] if b is not None else 0)
     return out, (x, w, b, stride, padding)
+    ### END SOLUTION
 
 
 def conv2d_backward_naive(dout, cache):
@@ -146,6 +148,7 @@ def conv2d_backward_naive(dout, cache):
     H_out = conv_output_size(H, HH, s, padding)
     W_out = conv_output_size(W, WW, s, padding)
     check_dout(dout, (N, F, H_out, W_out), x.dtype, "conv2d_backward_naive")
+    ### BEGIN SOLUTION
     x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     dx_pad = np.zeros_like(x_pad)
     dw = np.zeros_like(w)
@@ -161,6 +164,7 @@ def conv2d_backward_naive(dout, cache):
                         db[f] += g
     dx = dx_pad[:, :, padding : padding + H, padding : padding + W].copy()
     return dx, dw, db
+    ### END SOLUTION
 
 
 # ----------------------------------------------------------------------------
@@ -171,8 +175,10 @@ def _windows(x_pad, HH, WW, stride):
     """The receptive fields of x_pad (N, C, Hp, Wp) as a view
     (N, C, H_out, W_out, HH, WW): windows[n, c, i, j, p, q] = x_pad[n, c, i·s + p, j·s + q].
     No copy: a strided view of x_pad's memory (the im2col matrix before reshaping)."""
+    ### BEGIN SOLUTION
     view = np.lib.stride_tricks.sliding_window_view(x_pad, (HH, WW), axis=(2, 3))
     return view[:, :, ::stride, ::stride]
+    ### END SOLUTION
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
@@ -189,6 +195,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     does the same; it costs 9 activations of memory for a 3×3 layer).
     """
     stride, padding, H_out, W_out = check_inputs(x, w, b, stride, padding)
+    ### BEGIN SOLUTION
     N, C = x.shape[:2]
     F, _, HH, WW = w.shape
     x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
@@ -199,6 +206,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
         out += b
     out = out.reshape(N, H_out, W_out, F).transpose(0, 3, 1, 2)
     return np.ascontiguousarray(out), (x.shape, cols, w, b is not None, stride, padding)
+    ### END SOLUTION
 
 
 def conv2d_backward(dout, cache):
@@ -220,6 +228,7 @@ def conv2d_backward(dout, cache):
     H_out = conv_output_size(H, HH, s, padding)
     W_out = conv_output_size(W, WW, s, padding)
     check_dout(dout, (N, F, H_out, W_out), w.dtype, "conv2d_backward")
+    ### BEGIN SOLUTION
     dout_nhwc = np.ascontiguousarray(dout.transpose(0, 2, 3, 1))    # (N, H_out, W_out, F)
     dw = (dout_nhwc.reshape(-1, F).T @ cols).reshape(w.shape)
     dx_pad = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=w.dtype)
@@ -230,3 +239,4 @@ def conv2d_backward(dout, cache):
     dx = np.ascontiguousarray(dx_pad[:, :, padding : padding + H, padding : padding + W])
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
+    ### END SOLUTION

@@ -115,11 +115,13 @@ def threshold(latent_weight, delta_factor=PAPER_DELTA, threshold_rule="max", per
     No gradient flows through Δ (Eq. 4 treats it as a constant).
     """
     check_delta_factor(delta_factor, threshold_rule=threshold_rule)
+    ### BEGIN SOLUTION
     magnitude = np.abs(latent_weight)
     axes = _reduce_axes(latent_weight, per_channel)
     stat = magnitude.max(axis=axes) if threshold_rule == "max" else magnitude.mean(axis=axes)
     delta = delta_factor * stat.astype(np.float64)
     return float(delta) if not per_channel else delta
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------- Eq. (3)
@@ -129,11 +131,13 @@ def ternary_codes(latent_weight, threshold):
     The tie |W_i| = Δ goes to ±1 on both sides (symmetric; the authors' code
     sends W_i = −Δ to 0, a measure-zero difference).  Δ = 0 (an all-zero
     tensor or channel) gives T = 0."""
+    ### BEGIN SOLUTION
     delta = _broadcast(threshold, latent_weight.ndim, np.float64)
     w = latent_weight.astype(np.float64, copy=False)
     live = delta > 0
     codes = ((w >= delta) & live).astype(np.int8) - ((w <= -delta) & live).astype(np.int8)
     return codes
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------- Eq. (2)
@@ -146,6 +150,7 @@ def alpha(latent_weight, threshold, per_channel=False):
     empty (only possible when Δ = 0, i.e. W = 0 there).  No gradient flows
     through α: Eq. (4) treats it as a constant, although α depends on W
     (see ``straight_through_gradient`` for the exact derivative)."""
+    ### BEGIN SOLUTION
     magnitude = np.abs(latent_weight).astype(np.float64, copy=False)
     delta = _broadcast(threshold, latent_weight.ndim, np.float64)
     selected = (magnitude >= delta) & (delta > 0)
@@ -154,6 +159,7 @@ def alpha(latent_weight, threshold, per_channel=False):
     count = selected.sum(axis=axes)
     result = np.where(count > 0, total / np.maximum(count, 1), 0.0)
     return float(result) if not per_channel else result
+    ### END SOLUTION
 
 
 def ternarize(latent_weight, delta_factor=PAPER_DELTA, threshold_rule="max", per_channel=False):
@@ -177,15 +183,19 @@ def ternarize_expansions(latent_weight, delta_factors=PAPER_DELTA_LISTS[1], thre
     fast backend's kernel (``tqref.kernels.ops``) gives the same result in
     two passes over W for all expansions together.
     """
+    ### BEGIN SOLUTION
     return [ternarize(latent_weight, d, threshold_rule, per_channel) for d in delta_factors]
+    ### END SOLUTION
 
 
 def effective_weight(expansions, dtype=np.float32):
     """W_eff = Σ_k α_k T_k  (Eq. 5; for t_ex = 1 simply α·T, Eq. 3)."""
+    ### BEGIN SOLUTION
     total = expansions[0].weight(dtype)
     for expansion in expansions[1:]:
         total += expansion.weight(dtype)
     return total
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------- Eq. (4)
@@ -215,6 +225,8 @@ def straight_through_gradient(grad_effective, latent_weight, t_ex=1, clip=STE_CL
     have grown past |W| = clip (1) stop receiving gradient.  Each of the
     t_ex expansions passes its own copy, hence the factor t_ex.
     """
+    ### BEGIN SOLUTION
     mask = np.abs(latent_weight) < clip
     return np.where(mask, grad_effective * grad_effective.dtype.type(t_ex), 0).astype(grad_effective.dtype,
                                                                                       copy=False)
+    ### END SOLUTION
