@@ -167,3 +167,19 @@ def test_synthetic_copy_has_the_cifar_layout(tmp_path):
     assert loaded["train_labels"].dtype == np.int64 and loaded["train_labels"].max() <= 9
     again = data.load_cifar10(data.write_synthetic_cifar10(tmp_path / "e", 6, seed=1), verbose=False)
     np.testing.assert_array_equal(loaded["train_images"], again["train_images"])
+
+
+def test_a_subset_copy_loads_like_the_full_set(tmp_path, capsys):
+    full = data.load_cifar10(data.write_synthetic_cifar10(tmp_path / "full", images_per_batch=20), verbose=False)
+    root = data.write_cifar10_subset(tmp_path / "small", full, train=37, test=9)
+    small = data.load_cifar10(root, verbose=True)
+    assert "is a subset of CIFAR-10 (SUBSET.json)" in capsys.readouterr().err  # not "differ from the MD5s"
+    np.testing.assert_array_equal(small["train_images"], full["train_images"][:37])
+    np.testing.assert_array_equal(small["train_labels"], full["train_labels"][:37])
+    np.testing.assert_array_equal(small["test_images"], full["test_images"][:9])
+    np.testing.assert_array_equal(small["test_labels"], full["test_labels"][:9])
+    with pytest.raises(FileExistsError, match="already exists"):
+        data.write_cifar10_subset(tmp_path / "small", full, train=5, test=5)
+    with pytest.raises(ValueError, match=r"train: expected an integer in \[1, 100\], got 101"):
+        data.write_cifar10_subset(tmp_path / "other", full, train=101, test=5)
+    assert not (tmp_path / "other" / data.FOLDER).exists()

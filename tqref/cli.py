@@ -7,6 +7,7 @@
     export    a checkpoint as an .npz a PyTorch CIFAR ResNet loads
     compare   several runs side by side; the paper's table filled in with them
     download  fetch the official CIFAR-10 archive into the cache
+    subset    the first N images of CIFAR-10 as a small copy (for a class or a laptop)
     demo      a short run of a small net on a CIFAR-10 subset (writes nothing)
     course    the course edition: list the tasks, release the student edition, test and grade it
 
@@ -349,6 +350,17 @@ def build_parser():
                     "(default: the tqref cache directory).")
     download.add_argument("--root", metavar="DIR", default=None, help="where to put cifar-10-batches-py/")
     download.set_defaults(func=_cmd_download)
+    subset = sub.add_parser(
+        "subset", formatter_class=_Formatter, help="write the first N images of CIFAR-10 as a small copy",
+        description="Write the first --train training and --test test images of CIFAR-10 into "
+                    "OUT/cifar-10-batches-py/ in the same format, for a class or a laptop: tqref loads it "
+                    "with --data-dir OUT like the full set.",
+        epilog="example:\n  python -m tqref subset cifar10-small --train 5000 --test 1000")
+    subset.add_argument("out", metavar="OUT", help="a new folder (or one without cifar-10-batches-py/)")
+    subset.add_argument("--train", type=int, default=5000, metavar="N", help="training images (default 5000)")
+    subset.add_argument("--test", type=int, default=1000, metavar="N", help="test images (default 1000)")
+    _add_data_dir(subset)
+    subset.set_defaults(func=_cmd_subset)
 
     demo = sub.add_parser(
         "demo", help="a short run of a small net on a CIFAR-10 subset (no files written)",
@@ -562,6 +574,15 @@ def _cmd_demo(args):
 def _cmd_course(args):
     from tqref.course import commands
     return getattr(commands, f"cmd_{args.course_command}")(args)
+
+
+def _cmd_subset(args):
+    from tqref.data import load_cifar10, write_cifar10_subset
+    data = load_cifar10(args.data_dir, download=True, verbose=True)
+    root = write_cifar10_subset(args.out, data, args.train, args.test)
+    print(f"wrote the first {args.train:,} training and {args.test:,} test images of {data['root']} to "
+          f"{root}/cifar-10-batches-py/; use it with --data-dir {root}")
+    return 0
 
 
 def _cmd_download(args):

@@ -30,6 +30,7 @@ NumPy's array reconstruction.
 import codecs
 import hashlib
 import io
+import json
 import os
 import pickle
 import shutil
@@ -273,10 +274,14 @@ def load_cifar10(data_dir=None, download=False, verbose=True):
     (10000 each) and ``root`` (the folder used)."""
     root = find_cifar10(data_dir, download=download)
     folder = root / FOLDER
-    differing = verify_folder(root)
-    if differing and verbose:
-        print(f"note: {len(differing)} CIFAR-10 file(s) in {folder} differ from the official MD5s "
-              f"(a rebuilt copy?); loading them anyway", file=sys.stderr)
+    if (folder / SUBSET_FILE).is_file():  # a small copy (write_cifar10_subset): no official MD5s to match
+        if verbose:
+            print(f"note: {folder} is a subset of CIFAR-10 ({SUBSET_FILE})", file=sys.stderr)
+    else:
+        differing = verify_folder(root)
+        if differing and verbose:
+            print(f"note: {len(differing)} CIFAR-10 file(s) in {folder} differ from the official MD5s "
+                  f"(a rebuilt copy?); loading them anyway", file=sys.stderr)
     parts = [load_batch(folder / name) for name in TRAIN_FILES]
     test_images, test_labels = load_batch(folder / TEST_FILE)
     return {
@@ -430,7 +435,58 @@ class Batches:
             yield normalize(x, self.dtype), y
 
 
-# ---------------------------------------------------------------- synthetic copy
+# ---------------------------------------------------------------- small copies
+SUBSET_FILE = "SUBSET.json"  # written beside the batches of a subset (write_cifar10_subset)
+
+
+def _write_folder(root, train_images, train_labels, test_images, test_labels, label, extra=None):
+    """Write images in the CIFAR-10 "python version" layout under
+    ``root/cifar-10-batches-py/``: the training images split over the five
+    batch files, the test images in ``test_batch``.  Written into a
+    temporary folder beside it and renamed into place, so an interrupted
+    write leaves no half copy.  ``extra``: {file name: text} added to it."""
+    root = Path(root)
+    folder = root / FOLDER
+    if folder.exists():
+        raise FileExistsError(f"{folder} already exists: choose another folder (nothing was changed)")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".cifar-", dir=root))
+    try:
+        splits = np.array_split(np.arange(len(train_images)), len(TRAIN_FILES))
+        parts = [(name, train_images[idx], train_labels[idx]) for name, idx in zip(TRAIN_FILES, splits)]
+        for i, (name, images, labels) in enumerate(parts + [(TEST_FILE, test_images, test_labels)]):
+            raw = {b"batch_label": f"{label} batch {i}".encode(),
+                   b"labels": [int(v) for v in labels],
+                   b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), 3072),
+                   b"filenames": [f"{label}_{i}_{k:05d}.png".encode() for k in range(len(images))]}
+            (tmp / name).write_bytes(pickle.dumps(raw, protocol=2))
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def write_cifar10_subset(root, data, train=5000, test=1000):
+    """The first ``train`` training and ``test`` test images of ``data`` (a
+    ``load_cifar10`` result) as a small copy in the same layout under
+    ``root/cifar-10-batches-py/``, which tqref then loads like the full set
+    (``--data-dir root``).  For a class or a laptop: 5,000 + 1,000 images
+    are 18 MB instead of 180.  A ``SUBSET.json`` file beside the batches
+    says what it is.  Returns ``root``."""
+    for name, n, available in (("train", train, len(data["train_images"])),
+                               ("test", test, len(data["test_images"]))):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= available:
+            raise ValueError(f"write_cifar10_subset: {name}: expected an integer in [1, {available}], got {n!r}")
+    note = json.dumps({"subset_of": str(data.get("root", "")), "train_images": int(train),
+                       "test_images": int(test), "which": "the first images of each split"}, indent=2)
+    return _write_folder(root, data["train_images"][:train], data["train_labels"][:train],
+                         data["test_images"][:test], data["test_labels"][:test], "subset",
+                         extra={SUBSET_FILE: note + "\n"})
+
+
 def write_synthetic_cifar10(root, images_per_batch=64, seed=0):
     """Write a tiny random data set in the CIFAR-10 "python version" layout
     under ``root/cifar-10-batches-py/`` (five training batches and a test
