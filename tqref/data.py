@@ -459,7 +459,7 @@ def _write_folder(root, train_images, train_labels, test_images, test_labels, la
                    b"labels": [int(v) for v in labels],
                    b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), 3072),
                    b"filenames": [f"{label}_{i}_{k:05d}.png".encode() for k in range(len(images))]}
-            (tmp / name).write_bytes(pickle.dumps(raw, protocol=2))
+            (tmp / name).write_bytes(pickle.dumps(raw, protocol=4))  # bytes stored as bytes (2 would expand them)
         for name, text in (extra or {}).items():
             (tmp / name).write_text(text)
         os.replace(tmp, folder)
