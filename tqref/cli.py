@@ -326,6 +326,8 @@ def _add_course(sub):
             q.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="...",
                            help="more pytest arguments, e.g. -x -k threshold")
         q.set_defaults(func=_cmd_course)
+    from tqref.course.commands import add_capstone_parsers
+    add_capstone_parsers(actions, _cmd_course)
 
 
 def build_parser():

@@ -257,7 +257,8 @@ class Trainer:
             self.config = config.validate()
             self._prepare_new_dir()
         try:
-            self._setup(data)
+            with use_backend(self.backend):  # building a ternary model already quantizes once
+                self._setup(data)
         except BaseException:
             self._cleanup_failed_start()
             raise

@@ -45,14 +45,25 @@ by a timeout) cannot take the grader down.  A task earns its points when
 all its tests pass; a task whose failures are its own stubs reads "not
 implemented yet".
 
+Notebooks (phase 2a; ``notebook.py``)
+-------------------------------------
+
+One nbgrader notebook per task (``task3_quantize.ipynb``), generated from
+the library and the registry, never edited by hand: a solution cell per
+function holding its definition as the library has it (the regions
+included), and last a locked graded cell worth the task's points,
+``course.grade_task("3", globals())``, which puts the notebook's
+definitions into a stubbed copy of the library and runs ``python -m tqref
+course grade --json --task 3`` there.  So a notebook's points are
+``course grade``'s by construction.  ``course release`` writes the student
+notebooks (regions blanked as nbgrader's generate_assignment blanks them)
+to notebooks/; ``python -m tqref.course.notebook DIR`` writes the solution
+notebooks, nbgrader's source/<assignment>/.  tests/test_course_nbgrader.py
+runs nbgrader's generate_assignment and autograde on them (long).
+
 Left open for the later phases
 ------------------------------
 
-* Notebooks with nbgrader cell metadata: the markers are nbgrader's, so a
-  notebook cell can hold the same regions; ``Task.notebook`` names the
-  notebook of each task, and a task may later list cells besides functions.
-  The grade's JSON (points per task) is what an nbgrader autograde round
-  trip would compare.
 * Capstones: ``tqref.use_backend("reference", conv2d_backward=...)`` already
   runs a network on a student's operations; the student's
   ``straight_through_gradient`` is shared by the fast backend as it is.

@@ -8,6 +8,9 @@ OUT receives
     pyproject.toml         this repository's (its readme pointed at README_STUDENT.md)
     requirements.txt
     docs/method.md         the method write-up the docstrings refer to (and docs/course.md once it exists)
+    notebooks/             one notebook per task (tqref.course.notebook), in nbgrader's format:
+                           each function's cell with its solution region blanked as nbgrader's
+                           generate_assignment does, the graded cell last
     README_STUDENT.md      the tasks, how to test and grade
 
 The files with regions are found by scanning tqref/ (``markers.scan_package``,
@@ -16,9 +19,10 @@ enclosing function, found with ``ast``, picks the stub's message.  The
 edition is built in a temporary folder beside OUT and renamed to OUT at the
 end, so OUT is either complete or absent; an OUT that exists and is not
 empty is refused.  Before the rename the edition is checked: no marker line
-and no solution line is left in it.
+and no solution line is left in it, the notebooks' cells included.
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -28,6 +32,7 @@ from tqref.course import markers
 from tqref.course.tasks import COURSE_DOC, TASKS, TOTAL_POINTS
 
 STUDENT_README = "README_STUDENT.md"
+NOTEBOOKS = "notebooks"
 TESTS = Path("tests") / "course"
 DOCS = ("docs/method.md", COURSE_DOC)  # copied when present
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints"}
@@ -93,6 +98,13 @@ python -m tqref course grade            # points per task, the first failing che
 python -m tqref course grade --json     # the same as JSON
 ```
 
+Or work in the notebooks: `{NOTEBOOKS}/` holds one per task (`jupyter lab {NOTEBOOKS}/`),
+with a cell per function to write and, last, a cell that grades the task
+with the same tests (it puts the notebook's functions into a copy of the
+library and runs `python -m tqref course grade --task N` there). They are
+nbgrader notebooks: a course on JupyterHub can hand them out and autograde
+them.
+
 The tests draw hidden random inputs (shapes, strides, paddings, weights)
 from a new seed at every run, so an answer that fits one input fails the
 next. The seed is printed; `TQREF_GRADE_SEED=1234 python -m tqref course
@@ -121,16 +133,32 @@ def solution_only_lines(root):
     return inside - outside
 
 
+def _notebook_lines(text):
+    """The lines of a notebook's cells (sources and text outputs), or of ``text`` if it is not one."""
+    try:
+        cells = json.loads(text)["cells"]
+    except (ValueError, KeyError, TypeError):
+        return text.splitlines()
+    lines = []
+    for cell in cells:
+        parts = [cell.get("source", "")] + [o.get("text", "") for o in cell.get("outputs", [])]
+        for part in parts:
+            lines += ("".join(part) if isinstance(part, list) else str(part)).splitlines()
+    return lines
+
+
 def find_leaks(edition, root):
     """[(file, line number, text)] of the edition's lines that are solution-only lines of
-    ``root`` or solution markers; [] for a clean edition."""
+    ``root`` or solution markers; [] for a clean edition.  A notebook's lines are those of
+    its cells (numbered across them)."""
     secret = solution_only_lines(root)
     leaks = []
     for path in sorted(Path(edition).rglob("*")):
         if not path.is_file() or path.suffix not in (".py", ".md", ".toml", ".txt", ".cfg", ".ipynb"):
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
-        for number, line in enumerate(text.splitlines(), start=1):
+        lines = _notebook_lines(text) if path.suffix == ".ipynb" else text.splitlines()
+        for number, line in enumerate(lines, start=1):
             if line.strip() in secret or markers.is_marker(line):
                 leaks.append((path.relative_to(edition), number, line.strip()))
     return leaks
@@ -169,6 +197,8 @@ def release(out, root=None, log=print):
                 (tmp / extra).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / extra, tmp / extra)
         (tmp / STUDENT_README).write_text(student_readme(), encoding="utf-8")
+        from tqref.course.notebook import write_notebooks
+        write_notebooks(tmp / NOTEBOOKS, root, student=True)
         leaks = find_leaks(tmp, root)
         if leaks:
             where = "; ".join(f"{f}:{n}: {t!r}" for f, n, t in leaks[:5])
@@ -184,5 +214,5 @@ def release(out, root=None, log=print):
     for rel, region, task, function in sorted(stubbed, key=lambda s: (order[s[2].id], str(s[0]), s[1].begin)):
         log(f"  task {task.id}: {function.qualname}() in {rel} (lines {region.begin}-{region.end}) -> stub")
     log(f"wrote the student edition to {out}: {len(stubbed)} functions of {len(TASKS)} tasks stubbed, "
-        f"{TOTAL_POINTS} points; start with: cd {out} && pip install -e '.[course]' && python -m tqref course list")
+        f"{TOTAL_POINTS} points, one notebook per task in {out / NOTEBOOKS}; start with: cd {out} && pip install -e '.[course]' && python -m tqref course list")
     return stubbed

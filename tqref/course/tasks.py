@@ -115,6 +115,29 @@ TASKS = (
 TOTAL_POINTS = sum(t.points for t in TASKS)
 
 
+class Capstone(NamedTuple):
+    """A capstone: a network trained with the student's functions (``tqref.course.capstone``), not
+    graded by pytest and worth no points; ``uses`` are the tasks whose functions it runs (and counts)."""
+
+    id: str
+    title: str
+    command: str
+    minutes: int             # on the 2-core development machine, idle
+    uses: tuple              # task ids
+    passes: str
+
+
+CAPSTONES = (
+    Capstone("I", "a ternary and a full-precision small net on a CIFAR-10 subset, on your operations",
+             "python -m tqref course capstone", 7, ("1b", "2", "3", "4", "5"),
+             "every function you wrote ran (counted, from your files) and the ternary net reaches the stated "
+             "test top-1; the gap to full precision is reported"),
+    Capstone("II", "optional: your quantizer in the fast backend trains a ternary ResNet-20 on all of CIFAR-10",
+             "python -m tqref course capstone2", 60, ("3", "4", "5"),
+             "final test top-1 within 0.6 points of the library's own quantizer (same recipe, seed 0)"),
+)
+
+
 def get_task(task_id):
     """The task called ``task_id`` ("1a", "task1a", "3", 3)."""
     key = str(task_id).removeprefix("task")
@@ -158,3 +181,6 @@ def check_registry(tasks=TASKS):
         for f in task.functions:
             if not f.module.startswith("tqref.") or ":" not in f.target or not f.qualname:
                 raise ValueError(f"course task {task.id}: bad function target {f.target!r}")
+    for capstone in CAPSTONES:
+        if not capstone.uses or not set(capstone.uses) <= set(ids):
+            raise ValueError(f"course capstone {capstone.id}: uses {capstone.uses}, expected task ids of {ids}")
