@@ -455,7 +455,10 @@ def test_a_gap_counts_only_seeds_both_have_finished(runs, tmp_path):
     tern = [_seed_run(runs, tmp_path, f"t{s}", "b", s, [0.5, 0.7]) for s in (0, 1, 2)]
     (tern[0] / "result.json").write_text("{}")                      # t1, t2 still training
     groups = seed_groups([read_run(f) for f in fp + tern])
-    assert groups[1]["status"] == "1 of 3 finished, the others at epochs 2/2, 2/2"
+    assert groups[1]["status"] == "1 of 3 finished (the mean is theirs), the others at epochs 2/2, 2/2"
+    # the mean is over the finished run only: an unfinished run's accuracy is not a final one
+    assert groups[1]["n_averaged"] == 1 and groups[1]["final_top1"] == pytest.approx(0.7)
+    assert groups[1]["final_top1_std"] is None
     (gap,) = seed_gaps(groups)
     assert gap["seeds"] == [0] and gap["standard_error"] is None and gap["p_value"] is None
 

@@ -270,7 +270,9 @@ def seed_groups(runs):
         runs            the runs, by seed;  seeds;  n (runs);  n_finished
         finished        every run finished;  status "finished" or "k of n finished ..."
         epochs_done     the fewest epochs any run has done
-        final_top1, best_top1      mean over the runs with a logged epoch
+        final_top1, best_top1      mean over the finished runs once one has finished (an
+                        accuracy in the middle of a schedule is not a final one), else over
+                        the runs with a logged epoch;  n_averaged: how many
         final_top1_std, best_top1_std   sample standard deviation (ddof 1; None for one run)
         sparsity, compression      mean over the runs (ternary), else None
         best_epoch      None (each seed has its own)
@@ -295,10 +297,13 @@ def seed_groups(runs):
                      finished=done == len(members), epochs_done=min(r["epochs_done"] for r in members),
                      run=", ".join(r["run"] for r in members), best_epoch=None,
                      status="finished" if done == len(members) else first["status"] if len(members) == 1 else
-                     f"{done} of {len(members)} finished, the others at epochs "
-                     + ", ".join(f"{r['epochs_done']}/{r['epochs_planned']}" for r in members if not r["finished"]))
+                     f"{done} of {len(members)} finished{' (the mean is theirs)' if done else ''}, the others "
+                     f"at epochs " + ", ".join(f"{r['epochs_done']}/{r['epochs_planned']}"
+                                               for r in members if not r["finished"]))
+        averaged = [r for r in logged if r["finished"]] or logged
+        group["n_averaged"] = len(averaged)
         for key in ("final_top1", "best_top1"):
-            values = [r[key] for r in logged]
+            values = [r[key] for r in averaged]
             group[key] = float(np.mean(values)) if values else None
             group[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         for key in ("sparsity", "compression"):
@@ -473,7 +478,7 @@ def _top1_with_best(run):
         return run["status"]
     if "n" in run:  # a seed group: mean ± standard deviation over the seeds
         text = (f"{_mean_std(run['final_top1'], run['final_top1_std'])} (best "
-                f"{_mean_std(run['best_top1'], run['best_top1_std'])}; n={run['n']})")
+                f"{_mean_std(run['best_top1'], run['best_top1_std'])}; n={run['n_averaged']})")
     else:
         text = f"{_percent(run['final_top1'])} (best {_percent(run['best_top1'])}, epoch {run['best_epoch']})"
     return text if run["finished"] else f"{text}; {run['status']}"

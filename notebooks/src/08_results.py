@@ -30,9 +30,10 @@
 # measures the effect), so compare tqref's ternary numbers with
 # tqref's full-precision ones, not with the paper's. And each configuration
 # here was trained once, with seed 0 (checked below): the spread between training
-# runs is not measured. (Runs still training, such as the seeds of
-# `results/resnet20-short30.toml`, are listed first and left out of the rest until
-# they finish.)
+# runs is not measured. (Runs still training are listed first and left out of
+# the rest until they finish; so is the seed sweep `results/resnet20-short30.toml`,
+# four seeds each of full precision, ternary and t_ex = 2, until all 12 of its
+# runs have finished, because its seeds are meant to be read together.)
 
 # %%
 import json
@@ -47,6 +48,7 @@ from tqref.compare import format_paper_table, paired_difference, paper_table, re
 from tqref.data import load_cifar10, normalize
 from tqref.io import load_model, ternary_layers
 from tqref.nn import no_grad
+from tqref.sweep import load_spec
 from tqref.ternary import PAPER_DELTA
 from tqref.train import TrainConfig, read_log
 
@@ -73,10 +75,15 @@ def seeds_of(cell):
 every_run = [load_run(d) for d in sorted(RESULTS.iterdir()) if (d / "config.json").is_file()]
 for run in every_run:
     print(f"{run['run']:36s} {run['model']:9s} {run['quantization']:15s} seed {run['seed']}  {run['status']}")
-runs = [run for run in every_run if run["finished"]]  # the story below: finished runs only
-still_training = [run["run"] for run in every_run if not run["finished"]]
-if still_training:
-    print(f"left out below until they finish: {len(still_training)} run(s) still training")
+seed_sweep = {run.name for run in load_spec(RESULTS / "resnet20-short30.toml", out=RESULTS).runs}
+sweep_done = all(run["finished"] for run in every_run if run["folder"].name in seed_sweep) and \
+    seed_sweep <= {run["folder"].name for run in every_run}
+# the story below: finished runs only, and the seed sweep only once all of it has finished
+runs = [run for run in every_run if run["finished"] and (sweep_done or run["folder"].name not in seed_sweep)]
+left_out = [run["run"] for run in every_run if run not in runs]
+if left_out:
+    print(f"left out below: {len(left_out)} run(s) still training or of the unfinished seed sweep "
+          f"({len(seed_sweep)} runs)")
 groups = seed_groups(runs)  # runs that differ only in their seed
 print(f"{len(runs)} runs, {len(groups)} configurations; runs per configuration: {sorted({g['n'] for g in groups})}")
 # the text says: one finished run per configuration, seed 0 (several seeds would call for mean ± std)

@@ -46,6 +46,7 @@ from tqref.compare import format_runs, paired_difference, paper_table, read_run
 from tqref.data import FOLDER, TEST_FILE, load_cifar10, normalize
 from tqref.io import load_checkpoint, load_model, ternary_layers
 from tqref.nn import no_grad
+from tqref.sweep import load_spec
 from tqref.ternary import PAPER_DELTA, alpha, ternary_codes, threshold
 from tqref.train import TrainConfig, read_log
 
@@ -57,7 +58,11 @@ for folder in sorted(d for d in RESULTS.iterdir() if (d / "config.json").is_file
     run.update(folder=folder, config=TrainConfig.from_dict(json.loads((folder / "config.json").read_text())),
                log=read_log(folder))
     runs.append(run)
-rows, left_out = paper_table([run for run in runs if run["finished"]])  # as in 08: finished runs
+# as in 08: finished runs, and the seed sweep only once all of it has finished
+seed_sweep = {run.name for run in load_spec(RESULTS / "resnet20-short30.toml", out=RESULTS).runs}
+sweep_done = seed_sweep <= {run["folder"].name for run in runs if run["finished"]}
+story = [run for run in runs if run["finished"] and (sweep_done or run["folder"].name not in seed_sweep)]
+rows, left_out = paper_table(story)
 table = [row for row in rows if row["fp"] and row["ternary"]]  # the depths with both runs
 # one finished run per cell, as notebook 08 checks (a cell with several seeds is a seed group with "runs")
 assert not any("runs" in row[key] for row in table for key in ("fp", "ternary"))
