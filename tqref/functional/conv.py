@@ -25,7 +25,8 @@ Three tiers with one signature (``tqref.backend``):
   forward, and backward one for dw and one per kernel offset for dx
   (col2im as HH·WW strided additions).  Plain NCHW NumPy.
 * the **fast** backend's pair in ``tqref.kernels.ops``: channels-last,
-  per-image columns that stay in cache, Winograd for 3×3 layers, both cores.
+  per-image columns that stay in cache, Winograd F(2×2, 3×3) for 3×3 stride-1
+  layers with ≥ 16 channels, both cores.
 
 Only cheap shape/dtype checks are made here; scanning for NaN/inf is left
 to the layers (``tqref.nn``), which do it once per input.

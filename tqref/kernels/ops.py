@@ -47,8 +47,8 @@ from tqref.ternary import quantize as q
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
     """``tqref.functional.conv2d_forward``, channels-last: each thread gathers
     the patches of one image at a time into a column block that stays in its
-    cache and multiplies it by the weights; 3×3 stride-1 layers with enough
-    channels use Winograd F(2×2, 3×3) (``conv_nhwc``, ``winograd``).  ``out``
+    cache and multiplies it by the weights; 3×3 stride-1 layers with ≥ 16 input
+    and output channels use Winograd F(2×2, 3×3) (``conv_nhwc.WINOGRAD_MIN_CHANNELS``).  ``out``
     is channels-last memory with the NCHW shape; x may have either layout.
 
     cache = (x_nhwc, w, has_bias, stride, padding): the column matrix is
