@@ -56,6 +56,7 @@ def add_capstone_parsers(actions, func):
     ``course`` subcommand's ``actions`` by ``tqref.cli``; ``func`` dispatches to ``cmd_<action>``."""
     import argparse
 
+    from tqref.cli import _add_data_dir  # the --data-dir of every data command
     from tqref.course.capstone import SETTINGS, TARGET_TOP1
     c = actions.add_parser(
         "capstone", help="capstone I: train the small net ternary and full precision with your functions "
@@ -65,8 +66,7 @@ def add_capstone_parsers(actions, func):
                     "counter. Passes when every function you wrote ran, from its own file, and the ternary "
                     "net's final test top-1 reaches the target; prints the gap to full precision. Writes "
                     "OUT/capstone.json and the two run folders OUT/ternary, OUT/full_precision.")
-    c.add_argument("--data-dir", metavar="DIR", default=None,
-                   help="folder that contains cifar-10-batches-py/ (default: $TQREF_DATA, then the cache)")
+    _add_data_dir(c)
     c.add_argument("--out", metavar="DIR", default="runs/capstone", help="where to write (default runs/capstone)")
     c.add_argument("--train-images", type=int, default=None, metavar="N", help="first N training images "
                    f"(default {SETTINGS['train_images']}; the target is set for the default settings)")
@@ -91,8 +91,7 @@ def add_capstone_parsers(actions, func):
                     "top-1 lies within 0.6 points of the library's own quantizer with the same recipe and seed. "
                     "OUT is an ordinary run folder (continue an interrupted run with --resume); the result is "
                     "OUT/capstone2.json.")
-    c2.add_argument("--data-dir", metavar="DIR", default=None,
-                    help="folder that contains cifar-10-batches-py/ (default: $TQREF_DATA, then the cache)")
+    _add_data_dir(c2)
     c2.add_argument("--out", metavar="DIR", default="runs/capstone2", help="the run folder (default runs/capstone2)")
     c2.add_argument("--resume", action="store_true", help="continue the run in OUT")
     c2.add_argument("--no-progress", action="store_true", help="no progress bars")
