@@ -482,3 +482,73 @@ def test_student_t_bad_df():
     from tqref.compare import student_t_two_sided_p
     with pytest.raises(ValueError, match="df: expected a positive integer, got 0"):
         student_t_two_sided_p(1.0, 0)
+
+
+@pytest.mark.parametrize("confidence, df, q", [(0.95, 3, 3.182446), (0.95, 1, 12.7062), (0.99, 3, 5.840909),
+                                               (0.95, 10, 2.228139), (0.90, 4, 2.131847)])
+def test_student_t_quantile_against_the_tables(confidence, df, q):
+    from tqref.compare import student_t_quantile
+    assert student_t_quantile(confidence, df) == pytest.approx(q, rel=1e-5)
+
+
+def _gap(model, a, b, differences):
+    from tqref.compare import student_t_two_sided_p
+    d = np.array(differences)
+    n = d.size
+    se = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else None
+    t = float(d.mean() / se) if se else None
+    return {"model": model, "schedule": "30 epochs", "a": a, "b": b, "seeds": list(range(n)),
+            "differences": d.tolist(), "n": n, "mean": float(d.mean()), "standard_error": se, "t": t,
+            "p_value": student_t_two_sided_p(t, n - 1) if t is not None else None}
+
+
+FP, T1, T2 = "full precision", "ternary t_ex=1", "ternary t_ex=2"
+
+
+@pytest.mark.parametrize("gap, verdict", [
+    # ResNet-20: the paper's ternary net is 0.05 points below full precision -> bound -0.0005
+    (_gap("resnet20", FP, T1, [-0.0070, -0.0060, -0.0065, -0.0075]), "contradicted"),
+    (_gap("resnet20", FP, T1, [0.0010, 0.0005, 0.0020, 0.0000]), "supported"),
+    (_gap("resnet20", FP, T1, [-0.0040, 0.0030, -0.0010, 0.0025]), "undecided"),
+    (_gap("resnet20", FP, T1, [-0.0100]), "undecided"),                      # one seed
+    # ResNet-56: the paper's ternary net beats full precision -> bound 0
+    (_gap("resnet56", FP, T1, [0.0010, 0.0015, 0.0012]), "supported"),
+    (_gap("resnet56", FP, T1, [-0.0010, -0.0015, -0.0012]), "contradicted"),
+    # residual expansion: t_ex = 2 beats t_ex = 1
+    (_gap("resnet20", T1, T2, [0.0030, 0.0050, 0.0040]), "supported"),
+])
+def test_claim_verdicts(gap, verdict):
+    from tqref.compare import claim_verdicts, student_t_quantile
+    (c,) = claim_verdicts([gap])
+    assert c["verdict"] == verdict, c["reason"]
+    assert c["bound"] == pytest.approx(-0.0005 if gap["model"] == "resnet20" and gap["b"] == T1 else 0.0)
+    if gap["n"] > 1:   # the interval is mean ± t-quantile · standard error, and it decides
+        half = student_t_quantile(0.95, gap["n"] - 1) * gap["standard_error"]
+        assert c["interval"] == pytest.approx((gap["mean"] - half, gap["mean"] + half))
+        low, high = c["interval"]
+        assert verdict == ("supported" if low >= c["bound"] else "contradicted" if high < c["bound"]
+                           else "undecided")
+    else:
+        assert c["interval"] is None and "one seed" in c["reason"]
+
+
+def test_claim_verdicts_skip_gaps_the_paper_says_nothing_about():
+    from tqref.compare import claim_verdicts
+    assert claim_verdicts([_gap("resnet20", FP, T2, [0.001, 0.002])]) == []
+    assert claim_verdicts([_gap("resnet110", FP, T1, [0.001, 0.002])]) == []     # not in the paper's table
+    with pytest.raises(ValueError, match="confidence: expected a number between 0 and 1, got 95"):
+        claim_verdicts([], confidence=95)
+
+
+def test_compare_seeds_prints_the_claims_verdict(runs, tmp_path, capsys):
+    fp = [_seed_run(runs, tmp_path, f"fp{s}", "a", s, [0.5, v]) for s, v in enumerate([0.80, 0.82, 0.78])]
+    tern = [_seed_run(runs, tmp_path, f"t{s}", "b", s, [0.5, v]) for s, v in enumerate([0.79, 0.80, 0.775])]
+    for folder in tern:
+        (folder / "result.json").write_text("{}")
+    out = _compare(capsys, *fp, *tern, "--seeds", "--markdown")
+    # gaps -1, -2, -0.5 points: t_0.975,2 = 4.303, se = 0.441 -> -3.06 to +0.73, which contains -0.05
+    assert ("The paper's claim for ResNet-20, ternarizing costs at most 0.05 points (paper: 91.70 → 91.65): "
+            "UNDECIDED") in out
+    assert "-3.06 to +0.73 points, contains -0.05: more seeds would be needed" in out
+    data = json.loads(_compare(capsys, *fp, *tern, "--seeds", "--json"))
+    assert [c["verdict"] for c in data["claims"]] == ["undecided"]

@@ -243,7 +243,8 @@ def _add_compare(sub):
                    help="the paper's table (one row per model) instead of one row per run")
     p.add_argument("--seeds", action="store_true",
                    help="one row per configuration (runs that differ only in their seed): mean ± std, "
-                        "then each ternary - full precision gap with its paired test across seeds")
+                        "then each ternary - full precision gap with its paired test across seeds, "
+                        "and whether it supports, contradicts or leaves undecided the paper's claim")
     style = p.add_mutually_exclusive_group()
     style.add_argument("--markdown", action="store_true", help="print a markdown table")
     style.add_argument("--json", action="store_true",
@@ -529,6 +530,7 @@ def _cmd_export(args):
 
 def _cmd_compare(args):
     from tqref.compare import (
+        claim_verdicts,
         format_paper_table,
         format_runs,
         format_seeds,
@@ -546,7 +548,8 @@ def _cmd_compare(args):
     if args.seeds:
         groups = seed_groups(runs)
         gaps = seed_gaps(groups)
-        print(json.dumps({"groups": groups, "gaps": gaps}, indent=2, ensure_ascii=False) if args.json
+        print(json.dumps({"groups": groups, "gaps": gaps, "claims": claim_verdicts(gaps)}, indent=2,
+                         ensure_ascii=False) if args.json
               else format_seeds(groups, gaps, style))
     elif args.paper_table:
         rows, left_out = paper_table(runs)

@@ -8,6 +8,8 @@
     rows, left_out = paper_table(runs)                      # one row per model
     print(format_paper_table(rows, "markdown", left_out=left_out))
     paired_difference(correct_fp, correct_ternary)          # is a gap more than test-set noise?
+    groups = seed_groups(runs); gaps = seed_gaps(groups)    # seeds of one configuration, gaps per seed
+    claim_verdicts(gaps)                                    # the paper's claims: supported, contradicted, undecided
 
 Every number comes from the files ``python -m tqref train`` writes into a run
 folder; nothing is re-evaluated.  Per run (``read_run``):
@@ -359,6 +361,94 @@ def seed_gaps(groups):
     return out
 
 
+# The paper's claims that a seed sweep can test, as a bound on a gap b − a
+# (docs/method.md, "The paper's claims and what tqref can check").  From the
+# paper's table: where its ternary net is below full precision (ResNet-20,
+# −0.05) the claim is "ternarizing costs at most that much": b − a ≥ the
+# paper's gap; where it is above (ResNet-32/44/56) the claim is "ternary
+# beats full precision": b − a > 0.  Residual expansion: t_ex = 2 beats
+# t_ex = 1 (the paper shows it on ImageNet; it states no CIFAR-10 number).
+def paper_claim(gap):
+    """The paper's claim about a gap of ``seed_gaps`` as (bound, words), or None
+    when the paper claims nothing about it.  The claim is b − a ≥ bound
+    (bound a fraction, like the gaps)."""
+    if gap["a"] == "full precision" and gap["b"] == "ternary t_ex=1" and gap["model"] in PAPER_TOP1:
+        fp, ternary = PAPER_TOP1[gap["model"]]
+        if ternary < fp:
+            return ((ternary - fp) / 100,
+                    f"ternarizing costs at most {fp - ternary:.2f} points (paper: {fp:.2f} → {ternary:.2f})")
+        return 0.0, f"ternary beats full precision (paper: {fp:.2f} → {ternary:.2f})"
+    if gap["a"] == "ternary t_ex=1" and gap["b"] == "ternary t_ex=2":
+        return 0.0, "residual expansion (t_ex = 2) beats t_ex = 1"
+    return None
+
+
+def claim_verdicts(gaps, confidence=0.95):
+    """Whether each gap (``seed_gaps``) supports the paper's claim about it.
+
+    With n seeds, mean gap m and its standard error se, the two-sided
+    ``confidence`` interval of the mean gap is m ± q·se, q the Student-t
+    quantile with n − 1 degrees of freedom.  Against the claim b − a ≥ bound:
+
+        supported      the whole interval is at or above the bound
+        contradicted   the whole interval is below it
+        undecided      the interval contains the bound (the seeds' noise is too
+                       large to tell), or one seed only (no spread to judge by)
+
+    The interval measures seed-to-seed noise on this test set: every seed's
+    accuracy is measured on the same 10,000 images.
+
+    Returns, per gap the paper makes a claim about, the gap's dict with
+    "claim" (words), "bound", "confidence", "interval" ((low, high) or None),
+    "verdict" ("supported" | "contradicted" | "undecided") and "reason" (words)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"claim_verdicts: confidence: expected a number between 0 and 1, got {confidence!r}")
+    out = []
+    for gap in gaps:
+        claim = paper_claim(gap)
+        if claim is None:
+            continue
+        bound, words = claim
+        mean, se, n = gap["mean"], gap["standard_error"], gap["n"]
+        level = f"{100 * confidence:g} %"
+        if se is None:
+            interval, verdict = None, "undecided"
+            reason = f"one seed ({_points(mean)} points) gives no spread to judge a gap by"
+        else:
+            q = student_t_quantile(confidence, n - 1)
+            interval = (mean - q * se, mean + q * se)
+            span = f"the {level} interval of the mean gap, {_points(interval[0])} to {_points(interval[1])} points,"
+            if interval[0] >= bound:
+                verdict, reason = "supported", f"{span} lies at or above {_points(bound)}"
+            elif interval[1] < bound:
+                verdict, reason = "contradicted", f"{span} lies below {_points(bound)}"
+            else:
+                verdict, reason = "undecided", f"{span} contains {_points(bound)}: more seeds would be needed"
+        out.append({**gap, "claim": words, "bound": bound, "confidence": confidence, "interval": interval,
+                    "verdict": verdict, "reason": reason})
+    return out
+
+
+def student_t_quantile(confidence, df):
+    """q such that P(|T| ≤ q) = ``confidence`` for Student's t with ``df`` degrees of
+    freedom (q = 3.182 for 95 % and 3 d.f.): ``student_t_two_sided_p`` inverted by
+    bisection, as it falls from 1 at t = 0 towards 0."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"student_t_quantile: confidence: expected a number between 0 and 1, got {confidence!r}")
+    low, high = 0.0, 1.0
+    while student_t_two_sided_p(high, df) > 1 - confidence:
+        low, high = high, 2 * high
+    for _ in range(200):
+        middle = (low + high) / 2
+        if student_t_two_sided_p(middle, df) > 1 - confidence:
+            low = middle
+        else:
+            high = middle
+        if high - low < 1e-12 * high:
+            break
+    return (low + high) / 2
+
+
 def student_t_two_sided_p(t, df):
     """P(|T| ≥ |t|) for Student's t with ``df`` degrees of freedom.
 
@@ -591,8 +681,9 @@ def format_paper_table(rows, style="text", *, left_out=()):
 SEED_COLUMNS = ("model", "quantization", "schedule", "n", "seeds", "final top-1 %", "best top-1 %", "status")
 
 
-def format_seeds(groups, gaps, style="text"):
-    """The seed groups (``seed_groups``) as a table, then the gaps (``seed_gaps``) in words."""
+def format_seeds(groups, gaps, style="text", claims=True):
+    """The seed groups (``seed_groups``) as a table, then the gaps (``seed_gaps``) in words,
+    then (``claims``) the verdict on each of the paper's claims (``claim_verdicts``)."""
     cells = [[g["model"], g["quantization"], g["schedule"], str(g["n"]), " ".join(map(str, g["seeds"])),
               MISSING if g["final_top1"] is None else _mean_std(g["final_top1"], g["final_top1_std"]),
               MISSING if g["best_top1"] is None else _mean_std(g["best_top1"], g["best_top1_std"]),
@@ -610,6 +701,9 @@ def format_seeds(groups, gaps, style="text"):
         notes.append(f"ResNet-{g['model'][len('resnet'):]}, {g['schedule']}: {g['b']} − {g['a']} = "
                      f"{_points(g['mean'])} points (mean of {g['n']} seed(s), finished runs; {spread}; "
                      f"per seed {seeds}).")
+    for c in claim_verdicts(gaps) if claims else ():
+        notes.append(f"The paper's claim for ResNet-{c['model'][len('resnet'):]}, {c['claim']}: "
+                     f"{c['verdict'].upper()} with the schedule {c['schedule']} — {c['reason']}.")
     return text + "\n\n" + "\n\n".join(_paragraph(note, style) for note in notes)
 
 
