@@ -23,16 +23,14 @@ its −1 codes, as flat kernel indices k = (c·HH + p)·WW + q, in one array
     taps[start:split]   positions of +1      taps[split:end]   positions of −1
 
 The fast kernel turns each tap into the offset of its window in the
-phase-split batch (``phase_split``: the zero-padded images, for stride S > 1
-their S·S sub-sampled phases, and the N images of a channel stacked row
-after row, so that a window over the whole batch is one contiguous run
-whatever the stride) and adds that run into an accumulator, four taps per
-pass; the innermost loop runs over contiguous memory, which the compiler
-vectorises (SIMD adds).  The run is cut into chunks of about CHUNK values
-(an accumulator that stays in L1), and the work items (chunk, f) are split
-over the threads in contiguous blocks (each item writes only its own rows
-of out[:, f]: no two threads touch the same element, no atomics); batches
-below ``PARALLEL_MIN_BATCH`` run on the calling thread.
+phase-split input (``phase_split``: the zero-padded image, and for stride
+S > 1 its S·S sub-sampled phases, so that every window is one contiguous
+run whatever the stride) and adds that run into an accumulator, four taps
+per pass; the innermost loop runs over contiguous memory, which the
+compiler vectorises (SIMD adds).  Work is split over (n, f) pairs with
+``prange`` (each iteration writes only out[n, f]: no two threads touch the
+same element, no atomics); batches below ``PARALLEL_MIN_BATCH`` run on the
+calling thread.
 
 Functions (fast and naive twins have the same signature)
 ---------
@@ -56,13 +54,11 @@ class TernaryConvPlan(NamedTuple):
     scales:  (G, F) float: s_g per output channel
     bias:    (F,) float: c
     taps:    (T,) int32: flat kernel indices k = (c·HH + p)·WW + q of the non-zero codes,
-             ordered by (f, g, block of input channels, sign: +1 first)
-    bounds:  (F, G, B, 3) int64: (start, split, end) of each (f, g, b) run in ``taps``,
-             b a block of ``channel_block`` input channels
-    offsets: dict (C, Hq, Wq, stride) -> (planes, inplane), each (T,) int64: every tap's
-             window in the phase-split input, its plane (phase, channel) and its origin
-             inside the plane (``ternary_conv2d`` fills it: recomputing them costs ~0.2 ms
-             per call for a 64×64 layer, a third of the layer's time at batch 1)
+             ordered by (f, g, sign: +1 first)
+    bounds:  (F, G, 3) int64: (start, split, end) of each (f, g) run in ``taps``
+    offsets: dict (C, Hq, Wq, stride) -> the taps' window origins in the phase-split
+             input (``ternary_conv2d`` fills it: recomputing them costs ~0.2 ms per
+             call for a 64×64 layer, a third of the layer's time at batch 1)
     """
 
     codes: np.ndarray
@@ -73,14 +69,10 @@ class TernaryConvPlan(NamedTuple):
     offsets: dict
 
 
-def make_plan(codes, scales, bias, channel_block=None):
-    """Index lists of the +1 and −1 codes per (output channel, group, block of
-    input channels).
+def make_plan(codes, scales, bias):
+    """Index lists of the +1 and −1 codes per (output channel, group).
 
     codes: (G, F, C, HH, WW) integers in {−1, 0, +1};  scales: (G, F);  bias: (F,)
-    channel_block: input channels per block (default ``CHANNEL_BLOCK``): the kernel
-    adds one block's taps for every output channel before it moves to the next
-    block, so the block's input lines stay in the L1 cache (see ``ternary_conv2d``).
     scales and bias keep their dtype (the activations' dtype, float32 or float64).
     """
     codes = np.asarray(codes)
@@ -89,7 +81,7 @@ def make_plan(codes, scales, bias, channel_block=None):
     bad = (codes < -1) | (codes > 1)
     if np.any(bad):
         raise ValueError(f"make_plan: codes: expected values in {{-1, 0, 1}}, found {np.unique(codes[bad]).tolist()}")
-    G, F, C, HH, WW = codes.shape
+    G, F = codes.shape[:2]
     scales, bias = np.asarray(scales), np.asarray(bias)
     if scales.shape != (G, F):
         raise ValueError(f"make_plan: scales: expected shape {(G, F)} (groups, output channels), got {scales.shape}")
@@ -97,22 +89,15 @@ def make_plan(codes, scales, bias, channel_block=None):
         raise ValueError(f"make_plan: bias: expected shape {(F,)}, got {bias.shape}")
     if bias.dtype != scales.dtype or bias.dtype not in (np.float32, np.float64):
         raise TypeError(f"make_plan: scales and bias: expected one float dtype, got {scales.dtype} and {bias.dtype}")
-    block = CHANNEL_BLOCK if channel_block is None else channel_block
-    if not (isinstance(block, (int, np.integer)) and block >= 1):
-        raise ValueError(f"make_plan: channel_block: expected a positive integer, got {channel_block!r}")
-    B = -(-C // block)
     flat = codes.reshape(G, F, -1).astype(np.int8)
-    per_block = block * HH * WW  # flat kernel indices k = (c·HH + p)·WW + q: a block is one range of k
-    taps, bounds, start = [], np.zeros((F, G, B, 3), dtype=np.int64), 0
+    taps, bounds, start = [], np.zeros((F, G, 3), dtype=np.int64), 0
     for f in range(F):
         for g in range(G):
-            for b in range(B):
-                k0 = b * per_block
-                part = flat[g, f, k0:k0 + per_block]
-                plus, minus = np.flatnonzero(part == 1) + k0, np.flatnonzero(part == -1) + k0
-                bounds[f, g, b] = (start, start + plus.size, start + plus.size + minus.size)
-                taps += [plus, minus]
-                start += plus.size + minus.size
+            plus = np.flatnonzero(flat[g, f] == 1)
+            minus = np.flatnonzero(flat[g, f] == -1)
+            bounds[f, g] = (start, start + plus.size, start + plus.size + minus.size)
+            taps += [plus, minus]
+            start += plus.size + minus.size
     taps = np.concatenate(taps).astype(np.int32) if taps else np.zeros(0, np.int32)
     return TernaryConvPlan(codes.astype(np.int8), scales, bias, taps, bounds, {})
 
@@ -186,17 +171,15 @@ def ternary_conv2d_naive(x, plan, stride, padding, relu=False, residual=None, re
 # vectorising the loop (measured 1.7 -> 26 Gadd/s on one core).
 
 @numba.njit(cache=True, inline="always")
-def _add_taps(acc, xf, planes, inplane, plane_size, u0, lo, hi, sign, L):
-    """acc[u] += sign · Σ_{t in lo:hi} xf[o_t + u0 + u] for u < L, o_t = planes[t]·plane_size
-    + inplane[t] (tap t's window origin): four windows per pass, so acc is loaded
-    and stored once per four adds."""
+def _add_taps(acc, xf, offsets, lo, hi, sign, L):
+    """acc[u] += sign · Σ_{t in lo:hi} xf[offsets[t] + u] for u < L (stride 1):
+    four windows per pass, so acc is loaded and stored once per four adds."""
     t = lo
     while t + 4 <= hi:
-        o1 = planes[t] * plane_size + inplane[t] + u0
-        o2 = planes[t + 1] * plane_size + inplane[t + 1] + u0
-        o3 = planes[t + 2] * plane_size + inplane[t + 2] + u0
-        o4 = planes[t + 3] * plane_size + inplane[t + 3] + u0
-        x1, x2, x3, x4 = xf[o1:o1 + L], xf[o2:o2 + L], xf[o3:o3 + L], xf[o4:o4 + L]
+        x1 = xf[offsets[t]:offsets[t] + L]
+        x2 = xf[offsets[t + 1]:offsets[t + 1] + L]
+        x3 = xf[offsets[t + 2]:offsets[t + 2] + L]
+        x4 = xf[offsets[t + 3]:offsets[t + 3] + L]
         if sign > 0:
             for u in range(L):  # contiguous: vectorised
                 acc[u] += (x1[u] + x2[u]) + (x3[u] + x4[u])
@@ -205,8 +188,7 @@ def _add_taps(acc, xf, planes, inplane, plane_size, u0, lo, hi, sign, L):
                 acc[u] -= (x1[u] + x2[u]) + (x3[u] + x4[u])
         t += 4
     while t < hi:
-        o1 = planes[t] * plane_size + inplane[t] + u0
-        x1 = xf[o1:o1 + L]
+        x1 = xf[offsets[t]:offsets[t] + L]
         if sign > 0:
             for u in range(L):
                 acc[u] += x1[u]
@@ -217,75 +199,62 @@ def _add_taps(acc, xf, planes, inplane, plane_size, u0, lo, hi, sign, L):
 
 
 @numba.njit(cache=True)
-def _chunk(xf, chunk, rows, Hq, Wq, Ho, Wo, plane_size, planes, inplane, bounds, scales, bias, acc, relu,
-           residual, residual_stride, residual_offset, has_residual, out):
-    """out[n, :, i, :] for the stacked rows R = n·Hq + i of one chunk, R in
-    [chunk·rows, (chunk + 1)·rows).
-
-    acc (G, F, L): one accumulator run per group and output channel.  Block
-    by block of input channels, every output channel adds the windows of its
-    +1 codes and subtracts those of its −1 codes (the block's input lines are
-    read from L1 by all F channels); then, per output channel, Σ_g s_g · acc_g,
-    bias, shortcut and ReLU on the rows that are output pixels (i < Ho)."""
-    F, G, B = bounds.shape[0], bounds.shape[1], bounds.shape[2]
-    L = acc.shape[2]
-    u0 = chunk * rows * Wq
-    acc[:] = 0
-    for b in range(B):
-        for f in range(F):
-            for g in range(G):
-                start, split, end = bounds[f, g, b, 0], bounds[f, g, b, 1], bounds[f, g, b, 2]
-                a = acc[g, f]
-                _add_taps(a, xf, planes, inplane, plane_size, u0, start, split, 1, L)   # +1 codes: add
-                _add_taps(a, xf, planes, inplane, plane_size, u0, split, end, -1, L)    # −1 codes: subtract
-    N = out.shape[0]
-    for f in range(F):
-        for R in range(chunk * rows, min((chunk + 1) * rows, N * Hq)):
-            n = R // Hq
-            i = R - n * Hq
-            if i >= Ho:
-                continue  # a row of padding between two images: computed, thrown away
-            r0 = (R - chunk * rows) * Wq
-            orow = out[n, f, i]
-            c = bias[f]
+def _one_output(xf, o, acc, offsets, bounds, scales, bias, f, n, pitch, L, relu, residual, residual_stride,
+                residual_offset, has_residual):
+    """o = out[n, f] (Ho, Wo) from the phase-split image xf = xq[n] (flat)."""
+    Ho, Wo = o.shape
+    # the epilogue's additive terms first: bias, then the shortcut
+    for i in range(Ho):
+        for j in range(Wo):
+            o[i, j] = bias[f]
+    if has_residual:
+        cr = f - residual_offset
+        if 0 <= cr < residual.shape[1]:
+            for i in range(Ho):
+                for j in range(Wo):
+                    o[i, j] += residual[n, cr, i * residual_stride, j * residual_stride]
+    for g in range(scales.shape[0]):
+        start, split, end = bounds[f, g, 0], bounds[f, g, 1], bounds[f, g, 2]
+        if start == end:
+            continue  # an all-zero filter: nothing to add, nothing to scale
+        acc[:] = 0
+        _add_taps(acc, xf, offsets, start, split, 1, L)   # +1 codes: add
+        _add_taps(acc, xf, offsets, split, end, -1, L)    # −1 codes: subtract
+        s = scales[g, f]
+        for i in range(Ho):  # the only multiplications: one per output value and group
+            ar = acc[i * pitch:i * pitch + Wo]
+            orow = o[i]
             for j in range(Wo):
-                orow[j] = c
-            for g in range(G):  # the only multiplications: one per output value and group
-                s = scales[g, f]
-                run = acc[g, f, r0:r0 + Wo]
-                for j in range(Wo):
-                    orow[j] += s * run[j]
-            if has_residual:
-                cr = f - residual_offset
-                if 0 <= cr < residual.shape[1]:
-                    rrow = residual[n, cr, i * residual_stride]
-                    for j in range(Wo):
-                        orow[j] += rrow[j * residual_stride]
-            if relu:
-                for j in range(Wo):
-                    if orow[j] < 0:
-                        orow[j] = 0
-
-
-@numba.njit(cache=True)
-def _work_range(lo, hi, xf, rows, Hq, Wq, Ho, Wo, plane_size, planes, inplane, bounds, scales, bias, L, relu,
-                residual, residual_stride, residual_offset, has_residual, out):
-    """Chunks lo..hi-1, with one accumulator block (G, F, L) reused from chunk to chunk."""
-    acc = np.empty((bounds.shape[1], bounds.shape[0], L), dtype=xf.dtype)
-    for k in range(lo, hi):
-        _chunk(xf, k, rows, Hq, Wq, Ho, Wo, plane_size, planes, inplane, bounds, scales, bias, acc, relu,
-               residual, residual_stride, residual_offset, has_residual, out)
+                orow[j] += s * ar[j]
+    if relu:
+        for i in range(Ho):
+            for j in range(Wo):
+                if o[i, j] < 0:
+                    o[i, j] = 0
 
 
 @numba.njit(cache=True, parallel=True)
-def _kernel_parallel(workers, xf, rows, chunks, Hq, Wq, Ho, Wo, plane_size, planes, inplane, bounds, scales,
-                     bias, L, relu, residual, residual_stride, residual_offset, has_residual, out):
-    """Every chunk, in ``workers`` contiguous blocks of chunks, one per thread
-    (disjoint writes: a chunk writes only its own rows of out)."""
-    for w in numba.prange(workers):
-        _work_range(w * chunks // workers, (w + 1) * chunks // workers, xf, rows, Hq, Wq, Ho, Wo, plane_size,
-                    planes, inplane, bounds, scales, bias, L, relu, residual, residual_stride,
-                    residual_offset, has_residual, out)
+def _kernel_parallel(xq, offsets, bounds, scales, bias, pitch, L, relu, residual, residual_stride,
+                     residual_offset, has_residual, out):
+    """Every out[n, f], the (n, f) pairs split over the threads (disjoint writes)."""
+    N, F = out.shape[0], out.shape[1]
+    for nf in numba.prange(N * F):
+        n, f = nf // F, nf % F
+        acc = np.empty(L, dtype=xq.dtype)  # private to the iteration
+        _one_output(xq[n], out[n, f], acc, offsets, bounds, scales, bias, f, n, pitch, L, relu, residual,
+                    residual_stride, residual_offset, has_residual)
+
+
+@numba.njit(cache=True)
+def _kernel_serial(xq, offsets, bounds, scales, bias, pitch, L, relu, residual, residual_stride,
+                   residual_offset, has_residual, out):
+    """The same loop on the calling thread (small batches: see ``PARALLEL_MIN_BATCH``)."""
+    N, F = out.shape[0], out.shape[1]
+    acc = np.empty(L, dtype=xq.dtype)
+    for nf in range(N * F):
+        n, f = nf // F, nf % F
+        _one_output(xq[n], out[n, f], acc, offsets, bounds, scales, bias, f, n, pitch, L, relu, residual,
+                    residual_stride, residual_offset, has_residual)
 
 
 # Below this many images a call runs on one thread.  Waking the Numba pool
@@ -293,62 +262,39 @@ def _kernel_parallel(workers, xf, rows, chunks, Hq, Wq, Ho, Wo, plane_size, plan
 # 2-core machine (measured, batch 1 ResNet-20: 8 ms on one thread vs 18-20 ms
 # on two while another process kept both cores busy).
 PARALLEL_MIN_BATCH = 4
-VECTOR = 16   # runs are rounded up to this many values (AVX-512 lanes of float32)
-CHUNK = 256          # at most this many values per accumulator run (1 KB of float32)
-CHANNEL_BLOCK = 8    # input channels per block of taps (``make_plan``)
+VECTOR = 16  # accumulator runs are rounded up to this many values (AVX-512 lanes of float32)
 
 
-def pitches(H, W, kernel, stride, padding):
-    """(Hq, Wq): rows per image and values per row of a phase plane (``phase_split``).
+def phase_split(x, stride, padding):
+    """The zero-padded input rearranged so that every tap's window is one contiguous run.
 
-    Stride S > 1: Hq = ⌈(H + 2P)/S⌉, Wq = ⌈(W + 2P)/S⌉, each image with its own padding.
-    Stride 1 with P ≤ kernel − 1 (the usual 3×3 with P = 1, 1×1 with P = 0):
-    Hq = H + P, Wq = W + P, neighbours *share* their padding: the P zero rows
-    under an image are the P zero rows over the next one, and the P zero
-    columns right of a row are the P zero columns left of the next row (the
-    flat layout continues there), so fewer values are computed and thrown away.
-    """
-    HH, WW = kernel
-    if stride == 1 and padding <= HH - 1 and padding <= WW - 1:
-        return H + padding, W + padding
-    return -(-(H + 2 * padding) // stride), -(-(W + 2 * padding) // stride)
+    x (N, C, H, W) -> xq (N, S·S·C·Hq·Wq + VECTOR), flat per image, with
+    Hq = ⌈(H + 2P)/S⌉, Wq = ⌈(W + 2P)/S⌉, phase (a, b) holding x_pad[:, :, a::S, b::S]:
 
+        x_pad[n, c, i·S + p, j·S + q] = xq[n] at ((p % S)·S + q % S, c, i + p // S, j + q // S)
 
-def phase_split(x, stride, padding, kernel, tail=VECTOR):
-    """The zero-padded batch rearranged so that every tap's window, over all
-    the images at once, is one contiguous run.
-
-    x (N, C, H, W) -> xq flat, of size S·S·C·N·Hq·Wq + ``tail``, with (Hq, Wq)
-    from ``pitches``: S·S phases, phase (a, b) holding x_pad[:, :, a::S, b::S],
-    and in each phase C planes of N·Hq rows of Wq, the N images of one
-    channel stacked row after row:
-
-        x_pad[n, c, i·S + p, j·S + q] = xq at ((p % S)·S + q % S, c, n·Hq + i + p // S, j + q // S)
-
-    so, for a fixed tap (c, p, q), output pixel (n, i, j) reads element
-    n·Hq·Wq + (i + p//S)·Wq + j + q//S of one plane: consecutive pixels are
-    consecutive elements, rows Wq apart, images Hq·Wq apart.  Stride 1: one
-    phase, the padded images, with shared padding (a window that runs past
-    an image's last row or column reads the next one's zeros, or the next
-    plane's, or the ``tail``).  The ``tail`` zeros at the end let the last
-    run be rounded up.  Returns (xq, Hq, Wq).
+    so, for a fixed tap (c, p, q), output pixel (i, j) reads element
+    (i + p//S, j + q//S) of one phase plane: consecutive pixels are
+    consecutive elements, rows Wq apart.  Stride 1: one phase, the padded
+    image.  The VECTOR zeros at the end let the last run be rounded up.
+    Returns (xq, Hq, Wq).
     """
     N, C, H, W = x.shape
     S, P = stride, padding
-    Hq, Wq = pitches(H, W, kernel, S, P)
-    size = S * S * C * N * Hq * Wq
-    xq = np.zeros(size + tail, dtype=x.dtype)
-    planes = xq[:size].reshape(S, S, C, N, Hq, Wq)
-    by_channel = x.transpose(1, 0, 2, 3)  # (C, N, H, W): a plane per channel
+    Hp, Wp = H + 2 * P, W + 2 * P
+    Hq, Wq = -(-Hp // S), -(-Wp // S)
+    size = S * S * C * Hq * Wq
+    xq = np.zeros((N, size + VECTOR), dtype=x.dtype)
+    planes = xq[:, :size].reshape(N, S, S, C, Hq, Wq)
     if S == 1:
-        planes[0, 0, :, :, P:P + H, P:P + W] = by_channel
+        planes[:, 0, 0, :, P:P + H, P:P + W] = x
     else:
-        xp = np.zeros((C, N, H + 2 * P, W + 2 * P), dtype=x.dtype)
-        xp[:, :, P:P + H, P:P + W] = by_channel
+        xp = np.zeros((N, C, Hp, Wp), dtype=x.dtype)
+        xp[:, :, P:P + H, P:P + W] = x
         for a in range(S):
             for b in range(S):
                 sub = xp[:, :, a::S, b::S]
-                planes[a, b, :, :, :sub.shape[2], :sub.shape[3]] = sub
+                planes[:, a, b, :, :sub.shape[2], :sub.shape[3]] = sub
     return xq, Hq, Wq
 
 
@@ -365,47 +311,31 @@ def ternary_conv2d(x, plan, stride, padding, relu=False, residual=None, residual
                 ::residual_stride] (identity: stride 1, offset 0; option A: stride 2, offset (F − C_r)//2)
     Returns out (N, F, H_out, W_out).
 
-    The blocking: the batch is phase-split (``phase_split``) so that, whatever
-    the stride, a tap's window over all N images is one run of the stacked
-    rows.  That run is cut into equal chunks of at most ⌊CHUNK / Wq⌋ rows; one
-    work item is one chunk and one output channel: its accumulator (L ≈ CHUNK
-    values, in L1) receives the windows of the channel's +1 codes and loses
-    those of its −1 codes, four windows per pass, and is scaled once.  The
-    items of one chunk follow each other on one thread, so the chunk's input
-    lines (C·L values) are read from the cache by every output channel.  The
-    columns Wq − W_out at the end of each row and the rows Hq − H_out between
-    images are computed and thrown away: Hq·Wq / (H_out·W_out) − 1 extra adds,
-    6 % at 32×32, 13 % at 16×16 and 27 % at 8×8 for a 3×3 stride-1 layer with
-    shared padding (``pitches``), not counted in ``plan_operation_counts``,
-    which counts the convolution's adds.
+    The input is phase-split (``phase_split``) so that, whatever the stride,
+    every tap adds one contiguous run of L = (H_out − 1)·Wq + W_out values,
+    rounded up to a multiple of VECTOR so the vector loop has no scalar tail;
+    the extra values and the Wq − W_out columns between rows are computed
+    and thrown away (about 6 % extra adds at 32×32, 25 % at 8×8, not counted
+    in ``plan_operation_counts``, which counts the convolution's adds).
     """
     N, F, Ho, Wo = _check_call(x, plan, stride, padding, residual, residual_stride, residual_offset,
                                "ternary_conv2d")
     _, _, C, HH, WW = plan.codes.shape
     S = int(stride)
-    Hq, Wq = pitches(x.shape[2], x.shape[3], (HH, WW), S, int(padding))
-    chunks = -(-(N * Hq) // max(1, CHUNK // Wq))
-    rows = -(-(N * Hq) // chunks)  # evened out: the last chunk is not a sliver
-    L = -(-(rows * Wq) // VECTOR) * VECTOR
-    # the last chunk's run reaches L values past its start, the windows (HH, WW) further
-    xq, _, _ = phase_split(np.ascontiguousarray(x), S, int(padding), (HH, WW), tail=L + (HH // S + 1) * Wq + VECTOR)
-    where = plan.offsets.get((C, Hq, Wq, S))
-    if where is None:
+    xq, Hq, Wq = phase_split(np.ascontiguousarray(x), S, int(padding))
+    L = -(-((Ho - 1) * Wq + Wo) // VECTOR) * VECTOR
+    offsets = plan.offsets.get((C, Hq, Wq, S))
+    if offsets is None:
         c, pq = np.divmod(plan.taps.astype(np.int64), HH * WW)
         p, q = np.divmod(pq, WW)
-        # each tap's window: its plane (phase, channel), and its origin inside the plane
-        where = ((p % S) * S + q % S) * C + c, (p // S) * Wq + q // S
-        plan.offsets[(C, Hq, Wq, S)] = where
-    planes, inplane = where
+        # each tap's window origin in xq[n]: phase, channel, then row and column inside the phase plane
+        offsets = (((p % S) * S + q % S) * C + c) * (Hq * Wq) + (p // S) * Wq + q // S
+        plan.offsets[(C, Hq, Wq, S)] = offsets
     out = np.empty((N, F, Ho, Wo), dtype=x.dtype)
     res = np.zeros((1, 1, 1, 1), dtype=x.dtype) if residual is None else np.ascontiguousarray(residual)
-    args = (xq, rows, Hq, Wq, Ho, Wo, N * Hq * Wq, planes, inplane, plan.bounds, plan.scales, plan.bias, L,
-            bool(relu), res, int(residual_stride), int(residual_offset), residual is not None, out)
-    if N >= PARALLEL_MIN_BATCH:
-        workers = min(numba.get_num_threads(), chunks)
-        _kernel_parallel(workers, xq, rows, chunks, *args[2:])
-    else:
-        _work_range(0, chunks, *args)
+    kernel = _kernel_parallel if N >= PARALLEL_MIN_BATCH else _kernel_serial
+    kernel(xq, offsets, plan.bounds, plan.scales, plan.bias, Wq, L, bool(relu), res, int(residual_stride),
+           int(residual_offset), residual is not None, out)
     return out
 
 
@@ -423,6 +353,6 @@ def plan_operation_counts(plan, out_hw):
     positions = int(out_hw[0]) * int(out_hw[1])
     nonzero = int(np.count_nonzero(plan.codes))
     zeros = int(np.sum(np.all(plan.codes == 0, axis=0)))
-    scaled = int(np.count_nonzero(np.any(plan.bounds[..., 2] > plan.bounds[..., 0], axis=2)))
+    scaled = int(np.count_nonzero(plan.bounds[:, :, 2] > plan.bounds[:, :, 0]))
     return {"adds": nonzero * positions, "skipped": zeros * positions,
             "multiplies": scaled * positions, "epilogue_adds": scaled * positions}
