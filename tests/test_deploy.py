@@ -273,6 +273,27 @@ def test_ternary_conv_kernel_equals_naive_and_dense(N, C, Fo, H, W, K, stride, p
         assert close(ternary_conv2d_naive(x, plan, stride, padding, False, src, 2, offset), dense + skip, tol)
 
 
+@pytest.mark.parametrize("N, C, H, W, stride, padding", [
+    (1, 3, 7, 9, 2, 1), (2, 2, 6, 5, 1, 0), (1, 2, 11, 3, 3, 1), (2, 3, 5, 5, 2, 3), (1, 1, 4, 4, 1, 2),
+    (1, 2, 1, 1, 3, 0)])
+def test_phase_split_is_the_documented_mapping(N, C, H, W, stride, padding):
+    """x_pad[n, c, i·S + p, j·S + q] = xq[n] at ((p % S)·S + q % S, c, i + p // S, j + q // S),
+    checked element by element; everything else in xq is zero."""
+    from tqref.kernels.ternary_engine import VECTOR, phase_split
+    S, P = stride, padding
+    x = np.random.default_rng(H * W).standard_normal((N, C, H, W))
+    xq, Hq, Wq = phase_split(x, S, P)
+    assert (Hq, Wq) == (-(-(H + 2 * P) // S), -(-(W + 2 * P) // S))
+    assert xq.shape == (N, S * S * C * Hq * Wq + VECTOR)
+    planes = xq[:, :-VECTOR].reshape(N, S, S, C, Hq, Wq)
+    x_pad = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)))
+    seen = np.zeros(planes.shape, bool)
+    for n, c, r, k in np.ndindex(x_pad.shape):   # padded row r = i·S + p, column k = j·S + q
+        assert planes[n, r % S, k % S, c, r // S, k // S] == x_pad[n, c, r, k]
+        seen[n, r % S, k % S, c, r // S, k // S] = True
+    assert not planes[~seen].any() and not xq[:, -VECTOR:].any()
+
+
 def test_plan_counts_adds_and_zeros():
     codes = np.zeros((1, 2, 1, 3, 3), np.int8)
     codes[0, 0, 0, 0, :] = [1, -1, 1]

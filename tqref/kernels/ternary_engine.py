@@ -286,15 +286,13 @@ def phase_split(x, stride, padding):
     size = S * S * C * Hq * Wq
     xq = np.zeros((N, size + VECTOR), dtype=x.dtype)
     planes = xq[:, :size].reshape(N, S, S, C, Hq, Wq)
-    if S == 1:
-        planes[:, 0, 0, :, P:P + H, P:P + W] = x
-    else:
-        xp = np.zeros((N, C, Hp, Wp), dtype=x.dtype)
-        xp[:, :, P:P + H, P:P + W] = x
-        for a in range(S):
-            for b in range(S):
-                sub = xp[:, :, a::S, b::S]
-                planes[:, a, b, :, :sub.shape[2], :sub.shape[3]] = sub
+    for a in range(S):        # stride 1: one phase, the padded image
+        h0 = (a - P) % S      # the first input row of phase a: (h0 + P) % S == a
+        for b in range(S):
+            w0 = (b - P) % S
+            sub = x[:, :, h0::S, w0::S]  # straight from x: no padded copy in between
+            i0, j0 = (h0 + P) // S, (w0 + P) // S
+            planes[:, a, b, :, i0:i0 + sub.shape[2], j0:j0 + sub.shape[3]] = sub
     return xq, Hq, Wq
 
 
