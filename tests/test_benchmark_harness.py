@@ -166,3 +166,32 @@ def test_inference_benchmark_runs_end_to_end(tmp_path):
     assert set(report["skipped"]) == {"pytorch-nchw", "pytorch-channels-last"}
     assert report["meta"]["model"]["packed"] == "results/resnet20-ternary/final.packed.npz"
     assert abs(report["meta"]["model"]["sparsity"] - report["meta"]["model"]["final_sparsity_logged"]) < 1e-12
+
+
+def test_engine_variants_contenders_are_checked():
+    variants = _load("engine_variants")
+    repo = str(BENCHMARKS.parent)
+    assert variants.parse_contender(f"mine={repo}:CHUNK=256,CHANNEL_BLOCK=8") == \
+        ("mine", repo, {"CHUNK": 256, "CHANNEL_BLOCK": 8})
+    assert variants.parse_contender(f"plain={repo}") == ("plain", repo, {})
+    for text, message in ((repo, "expected NAME=CHECKOUT"), (f"x={repo}:CHUNK=big", "ATTR=INTEGER"),
+                          ("x=/nonexistent", "expected a tqref checkout")):
+        with pytest.raises(SystemExit, match=message):
+            variants.parse_contender(text)
+
+
+@pytest.mark.long
+def test_engine_benchmarks_run_end_to_end(tmp_path):
+    """engine_variants.py (one round, batch 1, this checkout against itself with another
+    setting) and engine_roofline.py (batch 1) write their reports."""
+    variants, roofline = _load("engine_variants"), _load("engine_roofline")
+    out = tmp_path / "variants.json"
+    repo = str(BENCHMARKS.parent)
+    assert variants.main([f"a={repo}", f"b={repo}:PARALLEL_MIN_BATCH=1", "--rounds", "1", "--batch-sizes", "1",
+                          "--repeats-small", "2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["complete"] and report["agree"] and set(report["speed_vs_first_best"]["batch 1"]) == {"a", "b"}
+    out = tmp_path / "roofline.json"
+    assert roofline.main(["--batches", "1", "--repeats", "1", "--threads", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert len(report["layers"]["1"]) == 19 and report["summary"]["1"]["engine_s"] > 0
