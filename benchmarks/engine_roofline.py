@@ -38,7 +38,6 @@ recorded); it is a measurement of tqref alone, in one process.
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -47,14 +46,11 @@ sys.path.insert(0, str(HERE.parent))
 
 
 def _median_time(fn, repeats, warmup):
+    """(median, best) seconds per call of ``fn`` (``harness.time_calls``)."""
     import statistics
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+
+    import harness
+    times = harness.time_calls(fn, repeats, warmup)
     return statistics.median(times), min(times)
 
 

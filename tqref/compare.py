@@ -681,9 +681,9 @@ def format_paper_table(rows, style="text", *, left_out=()):
 SEED_COLUMNS = ("model", "quantization", "schedule", "n", "seeds", "final top-1 %", "best top-1 %", "status")
 
 
-def format_seeds(groups, gaps, style="text", claims=True):
+def format_seeds(groups, gaps, style="text"):
     """The seed groups (``seed_groups``) as a table, then the gaps (``seed_gaps``) in words,
-    then (``claims``) the verdict on each of the paper's claims (``claim_verdicts``)."""
+    then the verdict on each of the paper's claims (``claim_verdicts``)."""
     cells = [[g["model"], g["quantization"], g["schedule"], str(g["n"]), " ".join(map(str, g["seeds"])),
               MISSING if g["final_top1"] is None else _mean_std(g["final_top1"], g["final_top1_std"]),
               MISSING if g["best_top1"] is None else _mean_std(g["best_top1"], g["best_top1_std"]),
@@ -701,7 +701,7 @@ def format_seeds(groups, gaps, style="text", claims=True):
         notes.append(f"ResNet-{g['model'][len('resnet'):]}, {g['schedule']}: {g['b']} − {g['a']} = "
                      f"{_points(g['mean'])} points (mean of {g['n']} seed(s), finished runs; {spread}; "
                      f"per seed {seeds}).")
-    for c in claim_verdicts(gaps) if claims else ():
+    for c in claim_verdicts(gaps):
         notes.append(f"The paper's claim for ResNet-{c['model'][len('resnet'):]}, {c['claim']}: "
                      f"{c['verdict'].upper()} with the schedule {c['schedule']} — {c['reason']}.")
     return text + "\n\n" + "\n\n".join(_paragraph(note, style) for note in notes)
