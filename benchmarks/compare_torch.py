@@ -206,6 +206,8 @@ def set_threads(n, frameworks):
         torch.set_num_interop_threads(1)
     if "tqref" in frameworks:
         import numba
+
+        import tqref.kernels  # noqa: F401  (first: sets tqref's OMP_WAIT_POLICY before Numba's pool starts)
         numba.set_num_threads(n)
     return threadpool_limits(limits=n)
 

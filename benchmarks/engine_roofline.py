@@ -17,7 +17,7 @@ by default) it measures, at each batch size, the seconds per call of
 and counts, per image,
 
     adds          one add or subtract per non-zero code and output pixel
-                  (``plan_operation_counts``): the engine's useful work
+                  (``PackedModel.operation_counts``): the engine's useful work
     MACs          F·C·HH·WW·H_out·W_out multiply-accumulates of a direct dense convolution
 
 Two ceilings, measured on this machine in the same process:
@@ -98,23 +98,26 @@ def gemm_peak(repeats):
 
 
 def layer_rows(packed, batch, repeats, warmup):
-    """One dict per ternary convolution of ``packed``: shapes, counts and times at ``batch``."""
+    """One dict per ternary convolution of ``packed``: shapes, counts and times at ``batch``.
+    Sizes and counts come from ``PackedModel.operation_counts`` (32×32 images)."""
     import numpy as np
 
     from tqref.kernels import ops as fast_ops
-    from tqref.kernels.ternary_engine import phase_split, plan_operation_counts, ternary_conv2d
+    from tqref.kernels.ternary_engine import phase_split, ternary_conv2d
 
     rng = np.random.default_rng(1)
+    counts = {entry["name"]: entry for entry in packed.operation_counts((32, 32))["layers"]}
     rows, size = [], 32
     for layer in packed.layers:
-        if layer.kind != "conv" or not layer.ternary:
+        if layer.kind != "conv":
+            continue
+        entry = counts[layer.name]
+        H, Ho = size, entry["output_hw"][0]
+        size = Ho
+        if not layer.ternary:
             continue
         F, C, HH, WW = layer.weight_shape
-        if C == 3:
-            size = 32
         S, P = layer.stride, layer.padding
-        H = size
-        Ho = (H + 2 * P - HH) // S + 1
         plan = packed._plan(layer)
         x = rng.standard_normal((batch, C, H, H)).astype(np.float32)
         x_channels_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
@@ -124,15 +127,12 @@ def layer_rows(packed, batch, repeats, warmup):
         engine = _median_time(lambda: ternary_conv2d(x, plan, S, P, relu=True), repeats, warmup)
         split = _median_time(lambda: phase_split(x, S, P), repeats, warmup)
         dense = _median_time(lambda: fast_ops.conv2d_forward(x_channels_last, w, None, S, P), repeats, warmup)
-        counts = plan_operation_counts(plan, (Ho, Ho))
-        macs = F * C * HH * WW * Ho * Ho
         rows.append({"layer": layer.name, "C": C, "F": F, "kernel": HH, "stride": S, "in_hw": H, "out_hw": Ho,
                      "nonzero_share": float(np.count_nonzero(layer.codes) / layer.codes.size),
-                     "adds_per_image": counts["adds"], "macs_per_image": macs,
+                     "adds_per_image": entry["adds"], "macs_per_image": entry["dense_macs"],
                      "input_bytes_per_image": C * H * H * 4, "output_bytes_per_image": F * Ho * Ho * 4,
                      "engine_s": engine[0], "engine_best_s": engine[1],
                      "phase_split_s": split[0], "dense_s": dense[0], "dense_best_s": dense[1]})
-        size = Ho
     return rows
 
 
@@ -150,7 +150,7 @@ def main(argv=None):
     import numba
     from threadpoolctl import threadpool_limits
 
-    from tqref.deploy import load_packed
+    from tqref.deploy import load_packed  # before set_num_threads: tqref.kernels sets OMP_WAIT_POLICY first
 
     numba.set_num_threads(args.threads)
     packed_file = Path(args.run) / "final.packed.npz"

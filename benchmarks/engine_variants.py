@@ -31,18 +31,24 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUM
 TOLERANCE = 1e-4
 
 
+def parse_settings(text, who):
+    """"ATTR=VALUE,..." -> {attr: int}; ``who`` names the contender in the error."""
+    values = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier() or not value.lstrip("-").isdigit():
+            raise SystemExit(f"engine_variants.py: {who}: expected ATTR=INTEGER settings, got {item!r}")
+        values[key] = int(value)
+    return values
+
+
 def parse_contender(text):
     """"NAME=CHECKOUT[:ATTR=VALUE,...]" -> (name, checkout, {attr: int})."""
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest:
         raise SystemExit(f"engine_variants.py: contender: expected NAME=CHECKOUT[:ATTR=VALUE,...], got {text!r}")
     checkout, _, settings = rest.partition(":")
-    values = {}
-    for item in filter(None, settings.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or not key.isidentifier() or not value.lstrip("-").isdigit():
-            raise SystemExit(f"engine_variants.py: contender {name}: expected ATTR=INTEGER settings, got {item!r}")
-        values[key] = int(value)
+    values = parse_settings(settings, f"contender {name}")
     if not (Path(checkout) / "tqref" / "kernels" / "ternary_engine.py").is_file():
         raise SystemExit(f"engine_variants.py: contender {name}: expected a tqref checkout, found no "
                          f"tqref/kernels/ternary_engine.py in {checkout}")
@@ -54,12 +60,16 @@ def worker(args):
     import numba
     import numpy as np
 
-    numba.set_num_threads(args.threads)
     import tqref
+    import tqref.kernels  # noqa: F401  (first: sets tqref's OMP_WAIT_POLICY before Numba's thread pool starts,
+    #                       as in any program that imports tqref before calling numba.set_num_threads)
+
+    numba.set_num_threads(args.threads)
     from tqref.deploy import load_packed
     from tqref.kernels import ternary_engine
 
-    for key, value in (args.set or {}).items():
+    settings = parse_settings(args.set or "", "--set")
+    for key, value in settings.items():
         if not hasattr(ternary_engine, key):
             raise SystemExit(f"engine_variants.py: {args.checkout}'s ternary_engine has no setting {key}")
         setattr(ternary_engine, key, value)
@@ -68,7 +78,7 @@ def worker(args):
     x = np.random.default_rng(0).standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
     times = harness.time_calls(lambda: packed.forward(x), args.repeats, args.warmup)
     harness.emit({"times_s": times, "items": args.batch, "check": check.tolist(),
-                  "info": {"tqref": str(Path(tqref.__file__).parent), "settings": args.set or {}}})
+                  "info": {"tqref": str(Path(tqref.__file__).parent), "settings": settings}})
 
 
 def main(argv=None):
@@ -84,8 +94,7 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/results/engine_variants.json")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--checkout", help=argparse.SUPPRESS)
-    parser.add_argument("--set", type=lambda s: dict((k, int(v)) for k, v in (i.split("=") for i in s.split(",")
-                                                                              if i)), help=argparse.SUPPRESS)
+    parser.add_argument("--set", default="", help=argparse.SUPPRESS)
     parser.add_argument("--packed", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, help=argparse.SUPPRESS)

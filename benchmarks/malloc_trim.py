@@ -27,25 +27,9 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 
 
 def worker(steps, batch):
-    import numpy as np
+    from train_step import training_step
 
-    from tqref.functional import softmax_cross_entropy
-    from tqref.models import get_model
-    from tqref.optim import SGD
-    from tqref.ternary import ternarize_model
-
-    model = ternarize_model(get_model("resnet20"))
-    model.train()
-    optimizer = SGD(model.parameters_and_gradients(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=3e-4)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
-    y = rng.integers(0, 10, batch)
-
-    def step():
-        _, dlogits = softmax_cross_entropy(model.forward(x), y)
-        model.backward(dlogits)
-        optimizer.step()
-
+    step = training_step("resnet20", batch, ternary=True).step
     times = harness.time_calls(step, repeats=steps, warmup=3)
     harness.emit({"times_s": times, "items": batch,
                   "info": {"MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_"),

@@ -33,23 +33,12 @@ def main():
     import numba
     from threadpoolctl import threadpool_limits
 
-    from tqref.functional import softmax_cross_entropy
-    from tqref.models import get_model
-    from tqref.optim import SGD
+    import tqref.kernels  # noqa: F401  (first: sets tqref's OMP_WAIT_POLICY before Numba's pool starts)
 
     numba.set_num_threads(args.threads)
     with threadpool_limits(limits=args.threads):
-        model = get_model(args.model, seed=0)
-        opt = SGD(model.parameters_and_gradients(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=3e-4)
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((args.batch_size, 3, 32, 32)).astype(np.float32)
-        y = rng.integers(0, 10, args.batch_size)
-
-        def step():
-            loss, dlogits = softmax_cross_entropy(model.forward(x), y)
-            model.backward(dlogits)
-            opt.step()
-
+        run = training_step(args.model, args.batch_size)
+        step = run.step
         if args.winograd:
             return compare_winograd(step, args)
         t0 = time.perf_counter()
@@ -67,7 +56,35 @@ def main():
               f"median {med * 1e3:.0f} ms = {args.batch_size / med:.0f} images/s "
               f"(first step {first:.1f} s incl. JIT)")
         if args.profile:
-            profile(model, x, y, opt)
+            profile(run.model, run.x, run.y, run.opt)
+
+
+def training_step(model_name, batch_size, ternary=False):
+    """A namespace (model, opt, x, y, step): a fresh model (seed 0; with ``ternary``
+    its convolutions and linear layer ternarized, Eqs. (1)-(4) at every step), its SGD
+    (Nesterov momentum 0.9, weight decay 3e-4), a fixed batch of normal random
+    images with labels, and step() = forward, softmax cross-entropy, backward, update."""
+    from types import SimpleNamespace
+
+    from tqref.functional import softmax_cross_entropy
+    from tqref.models import get_model
+    from tqref.optim import SGD
+
+    model = get_model(model_name, seed=0)
+    if ternary:
+        from tqref.ternary import ternarize_model
+        model = ternarize_model(model)
+    model.train()
+    opt = SGD(model.parameters_and_gradients(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=3e-4)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch_size, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, batch_size)
+
+    def step():
+        loss, dlogits = softmax_cross_entropy(model.forward(x), y)
+        model.backward(dlogits)
+        opt.step()
+    return SimpleNamespace(model=model, opt=opt, x=x, y=y, step=step)
 
 
 def compare_winograd(step, args):

@@ -11,6 +11,7 @@ from tqref import functional as F
 from tqref.deploy import PackedFormatError, PackedModel, export_packed, fold_batchnorm, groups, load_packed
 from tqref.deploy import pack as P
 from tqref.deploy.pack import is_packed_file
+from tqref.kernels import ternary_engine
 from tqref.kernels.ternary_engine import make_plan, plan_operation_counts, ternary_conv2d, ternary_conv2d_naive
 from tqref.models import resnet20
 from tqref.summary import model_summary
@@ -190,7 +191,7 @@ def test_engine_matches_model_eval(model, images, tmp_path, packing):
     ref = model.forward(images)
     assert close(packed.forward(images), ref, 2e-5)
     assert close(packed.forward_naive(images), ref, 2e-5)
-    assert close(packed.forward(images[:1]), ref[:1], 2e-5)  # batch 1 (the serial kernel)
+    assert close(packed.forward(images[:1]), ref[:1], 2e-5)  # batch 1
 
 
 def test_engine_with_full_precision_first_and_last_layers(images):
@@ -246,7 +247,12 @@ def test_packed_model_is_inference_only(model):
     (1, 3, 5, 7, 9, 3, 2, 1), (2, 4, 3, 6, 5, 3, 1, 0), (1, 2, 4, 5, 5, 1, 1, 0),
     (5, 5, 6, 9, 7, 3, 2, 0), (1, 3, 2, 4, 4, 3, 1, 2), (4, 2, 3, 11, 3, 3, 3, 1)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_ternary_conv_kernel_equals_naive_and_dense(N, C, Fo, H, W, K, stride, padding, dtype):
+@pytest.mark.parametrize("min_batch", [1, 10**6], ids=["threads", "serial"])
+def test_ternary_conv_kernel_equals_naive_and_dense(N, C, Fo, H, W, K, stride, padding, dtype, min_batch,
+                                                     monkeypatch):
+    """Both kernels: the (n, f) pairs over the threads, and on the calling thread
+    (batches below ``PARALLEL_MIN_BATCH``)."""
+    monkeypatch.setattr(ternary_engine, "PARALLEL_MIN_BATCH", min_batch)
     rng = np.random.default_rng(N * 100 + C * 10 + H)
     codes = rng.integers(-1, 2, (2, Fo, C, K, K)).astype(np.int8)
     codes[0, 0] = 0  # an all-zero filter in one group

@@ -257,10 +257,13 @@ def _kernel_serial(xq, offsets, bounds, scales, bias, pitch, L, relu, residual, 
                     residual_stride, residual_offset, has_residual)
 
 
-# Below this many images a call runs on one thread.  Waking the Numba pool
-# for a layer of a single image costs more than it saves on the shared
-# 2-core machine (measured, batch 1 ResNet-20: 8 ms on one thread vs 18-20 ms
-# on two while another process kept both cores busy).
+# Below this many images a call runs on one thread.  Waking Numba's pool
+# (its threads sleep between loops: OMP_WAIT_POLICY=PASSIVE, set in
+# tqref.kernels) for a layer of a single image costs more than it saves:
+# on the idle 2-core machine two threads ran a batch-1 ResNet-20 forward at
+# 0.71x the speed of one, and at 18-20 ms against 8 ms while another process
+# kept both cores busy
+# (benchmarks/notes/ternary_engine_roofline.md).
 PARALLEL_MIN_BATCH = 4
 VECTOR = 16  # accumulator runs are rounded up to this many values (AVX-512 lanes of float32)
 
