@@ -195,3 +195,79 @@ def test_engine_benchmarks_run_end_to_end(tmp_path):
     assert roofline.main(["--batches", "1", "--repeats", "1", "--threads", "1", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert len(report["layers"]["1"]) == 19 and report["summary"]["1"]["engine_s"] > 0
+
+
+def test_train_roofline_counts():
+    """Winograd's products are 2.25× fewer than the direct MACs where it applies (3×3,
+    stride 1, ≥ 16 channels) and equal to them elsewhere; batch norm's bytes, now and at
+    the floor, per direction."""
+    roofline = _load("train_roofline")
+    from tqref.nn.layers import Conv2d
+    n = 2
+    wide = roofline.conv_counts(Conv2d(16, 16, 3, padding=1, bias=False), (n, 16, 32, 32))
+    assert wide["winograd"] and wide["direct_macs"]["forward"] == n * 16 * 16 * 9 * 32 * 32
+    assert wide["direct_macs"]["forward"] == 2.25 * wide["products"]["forward"]
+    strided = roofline.conv_counts(Conv2d(16, 32, 3, stride=2, padding=1, bias=False), (n, 16, 32, 32))
+    assert not strided["winograd"] and strided["out_hw"] == 16
+    assert strided["products"] == strided["direct_macs"] and strided["direct_macs"]["dw"] == n * 32 * 16 * 9 * 256
+    first = roofline.conv_counts(Conv2d(3, 16, 3, padding=1, bias=False), (n, 3, 32, 32))
+    assert not first["winograd"]
+    a = n * 16 * 32 * 32 * 4
+    assert roofline.bn_bytes((n, 16, 32, 32), residual=False) == {
+        "forward": {"now": 3 * a, "floor": 2 * a}, "backward": {"now": 7 * a, "floor": 4 * a}}
+    assert roofline.bn_bytes((n, 16, 32, 32), residual=True)["forward"] == {"now": 4 * a, "floor": 3 * a}
+
+
+def test_train_roofline_reads_pytorch_from_the_fair_benchmark(tmp_path):
+    roofline = _load("train_roofline")
+    runs = [{"group": "resnet20 fp train, batch 128", "contender": c, "times_s": t}
+            for c, t in (("tqref", [0.1]), ("pytorch-nchw", [0.3, 0.28]), ("pytorch-channels-last", [0.21, 0.2]),
+                         ("pytorch-channels-last", [0.25]))]
+    runs.append({"group": "resnet20 ternary train, batch 128", "contender": "pytorch-nchw", "times_s": [0.01]})
+    path = tmp_path / "training.json"
+    path.write_text(json.dumps({"command": "python benchmarks/training.py", "runs": runs}))
+    ref = roofline.pytorch_reference(path, "resnet20")
+    assert ref["best_layout"] == "pytorch-channels-last" and ref["best_s"] == 0.2
+    assert ref["best_s_by_layout"]["pytorch-nchw"] == 0.28
+    assert roofline.pytorch_reference(path, "resnet56") is None
+    assert roofline.pytorch_reference(tmp_path / "missing.json", "resnet20") is None
+
+
+def test_layer_benchmark_shapes_are_resnet20s():
+    """The shapes and counts that layers.py times are those of the real ResNet-20."""
+    from collections import Counter
+
+    from tqref.models import get_model
+    from tqref.nn.layers import BatchNorm2d, Conv2d
+    layers = _load("layers")
+    model = get_model("resnet20", seed=0)
+    convs, bns, size = Counter(), Counter(), 32
+    for name, m in model.named_modules():
+        if isinstance(m, Conv2d):
+            convs[("conv", m.in_channels, m.out_channels, size, m.stride)] += 1
+            size //= m.stride
+        elif isinstance(m, BatchNorm2d):
+            kind = "bn-add" if name.endswith("bn2") else "bn"
+            bns[(kind, m.num_features, m.num_features, size, 1)] += 1
+    expected = convs + bns
+    got = Counter({spec[:5]: spec[5] for spec in layers.SHAPES.values()})
+    assert got == expected
+
+
+@pytest.mark.long
+def test_training_rooflines_run_end_to_end(tmp_path):
+    """train_roofline.py (batch 4, one step) and layers.py (two shapes, one round; PyTorch
+    NCHW too when torch is installed, whose gradients must agree) write their reports."""
+    roofline, layers = _load("train_roofline"), _load("layers")
+    out = tmp_path / "train_roofline.json"
+    assert roofline.main(["--batch-size", "4", "--repeats", "1", "--threads", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    kinds = [r["kind"] for r in report["layers"]]
+    assert kinds.count("conv") == 19 and kinds.count("batchnorm") == 19
+    assert report["summary"]["floor"]["step_s"] > 0 and "pytorch" not in report["summary"]
+    out = tmp_path / "layers.json"
+    contenders = ["tqref"] + (["pytorch-nchw"] if importlib.util.find_spec("torch") else [])
+    assert layers.main(["--contenders", *contenders, "--shapes", "conv 16>32 @32 /2", "bn-add-relu @64x8",
+                        "--rounds", "1", "--repeats", "2", "--batch", "4", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["complete"] and report["agree"] and set(report["agreement"]["conv 16>32 @32 /2"]) == set(contenders)
