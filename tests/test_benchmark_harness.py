@@ -216,6 +216,7 @@ def test_train_roofline_counts():
     assert roofline.bn_bytes((n, 16, 32, 32), residual=False) == {
         "forward": {"now": 3 * a, "floor": 2 * a}, "backward": {"now": 7 * a, "floor": 4 * a}}
     assert roofline.bn_bytes((n, 16, 32, 32), residual=True)["forward"] == {"now": 4 * a, "floor": 3 * a}
+    assert roofline.bn_bytes((n, 16, 32, 32), residual=False, fused=False)["backward"] == {"now": 5 * a, "floor": 3 * a}
 
 
 def test_train_roofline_reads_pytorch_from_the_fair_benchmark(tmp_path):
