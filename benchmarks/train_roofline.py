@@ -12,8 +12,9 @@ convolution's forward and backward and every batch norm's fused forward
 (BN + residual add + ReLU) and backward, layer by layer.  The roofline
 uses the fastest of the steps, for the step and for each layer (on a
 shared host, the least disturbed run; a roofline asks what the code can
-do); the JSON keeps the medians too.  Everything else in the step (shortcuts, pooling, the classifier,
-the loss, the block's ``dx_main + dx_skip``, SGD, Python) is "rest".
+do); the JSON keeps the medians too.  Everything else in the step
+(shortcuts, pooling, the classifier, the loss, the blocks'
+``dx_main + dx_skip``, SGD, Python) is "rest".
 
 For each convolution it counts
 
@@ -48,7 +49,7 @@ its products at the GEMM peak with free transforms and copies, and every
 batch norm were fused away to its last unavoidable pass, and nothing else
 cost anything.  The report compares it with PyTorch's best layout from the
 committed fair benchmark (``benchmarks/results/training.json``; not
-re-measured here) and with the issue's target of 1.3× that speed.
+re-measured here) and with a target of 1.3× that speed (issue 25's).
 
 Run it on an idle machine (the load is recorded); it measures tqref alone,
 in one process.
