@@ -27,7 +27,6 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import harness  # noqa: E402
 
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 TOLERANCE = 1e-4
 
 
@@ -57,14 +56,11 @@ def parse_contender(text):
 
 def worker(args):
     sys.path.insert(0, args.checkout)
-    import numba
+    import compare_torch
     import numpy as np
 
+    limiter = compare_torch.set_threads(args.threads, {"tqref"})  # noqa: F841 (imports the checkout's tqref first)
     import tqref
-    import tqref.kernels  # noqa: F401  (first: sets tqref's OMP_WAIT_POLICY before Numba's thread pool starts,
-    #                       as in any program that imports tqref before calling numba.set_num_threads)
-
-    numba.set_num_threads(args.threads)
     from tqref.deploy import load_packed
     from tqref.kernels import ternary_engine
 
@@ -110,7 +106,7 @@ def main(argv=None):
     packed = Path(args.run) / "final.packed.npz"
     if not packed.is_file():
         raise SystemExit(f"engine_variants.py: --run: expected a run folder with final.packed.npz, found no {packed}")
-    env = {k: str(args.threads) for k in THREAD_ENV}
+    env = harness.thread_env(args.threads)
     groups = {}
     for batch in args.batch_sizes:
         small = batch <= 8

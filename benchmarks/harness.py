@@ -141,6 +141,15 @@ def _children_cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
+# The variables that size every thread pool a worker may start (OpenMP, OpenBLAS, MKL, Numba).
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def thread_env(n):
+    """The environment that gives a worker process n threads in every pool."""
+    return {k: str(n) for k in THREAD_ENV}
+
+
 def usable_cpus():
     try:
         return len(os.sched_getaffinity(0))

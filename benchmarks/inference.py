@@ -183,7 +183,7 @@ def _torch_worker(kind, args):
 def worker(args):
     kind = args.worker
     times, check, info = (_tqref_worker if kind.startswith("tqref") else _torch_worker)(kind, args)
-    info["env_threads"] = {k: os.environ.get(k) for k in THREAD_ENV}
+    info["env_threads"] = {k: os.environ.get(k) for k in harness.THREAD_ENV}
     if kind.startswith("tqref"):
         import tqref
         info["tqref"] = _relative(Path(tqref.__file__).parent)
@@ -191,7 +191,6 @@ def worker(args):
 
 
 # ------------------------------------------------------------------ parent
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def sha256(path):
@@ -331,7 +330,7 @@ def main(argv=None):
     folder = Path(tempfile.mkdtemp(prefix="tqref-inference-"))
     try:
         weights, export_command = export_torch_weights(run_dir / "last.npz", folder)
-        env = {k: args.threads for k in THREAD_ENV}
+        env = harness.thread_env(args.threads)
         groups = {}
         for batch in args.batch_sizes:
             small = batch <= 8

@@ -37,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
+import compare_torch  # noqa: E402
 import harness  # noqa: E402
 
 TOLERANCE = 1e-4  # relative difference of the checked gradient values between frameworks
@@ -148,19 +149,12 @@ def torch_fn(kind, C, F, H, stride, batch, channels_last):
 
 def worker(contender, shape, batch, threads, repeats, warmup):
     kind, C, F, H, stride, _ = SHAPES[shape]
-    if contender == "tqref":
-        import numba
-        from threadpoolctl import threadpool_limits
-
-        import tqref.kernels  # noqa: F401  (first: sets tqref's OMP_WAIT_POLICY before Numba's pool starts)
-        numba.set_num_threads(threads)
-        limiter = threadpool_limits(limits=threads)  # noqa: F841 (kept alive while timing)
+    framework = "tqref" if contender == "tqref" else "torch"
+    limiter = compare_torch.set_threads(threads, {framework})  # noqa: F841 (kept alive while timing)
+    if framework == "tqref":
         step = tqref_fn(kind, C, F, H, stride, batch)
         check = check_values(*step())
     else:
-        import torch
-        torch.set_num_threads(threads)
-        torch.set_num_interop_threads(1)
         step = torch_fn(kind, C, F, H, stride, batch, channels_last=contender == "pytorch-channels-last")
         check = check_values(*(t.detach().numpy() for t in step()))
     times = harness.time_calls(step, repeats=repeats, warmup=warmup)
@@ -190,8 +184,7 @@ def main(argv=None):
 
     has_torch = importlib.util.find_spec("torch") is not None
     names = [n for n in args.contenders if has_torch or not n.startswith("pytorch")]
-    env = {k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                            "NUMBA_NUM_THREADS")}
+    env = harness.thread_env(args.threads)
     groups = {shape: [harness.Contender(name, [sys.executable, str(Path(__file__).resolve()), "--worker", name,
                                                "--shape", shape, "--batch", str(args.batch),
                                                "--threads", str(args.threads), "--repeats", str(args.repeats),

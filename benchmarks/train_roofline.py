@@ -171,7 +171,7 @@ def main(argv=None):
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7, help="steps timed (median per layer)")
+    parser.add_argument("--repeats", type=int, default=7, help="steps timed (the fastest of them counts, per layer)")
     parser.add_argument("--torch-json", default=str(HERE / "results" / "training.json"),
                         help="the fair benchmark's report to read PyTorch's step time from (default: %(default)s)")
     parser.add_argument("--out", help="write the JSON report here (atomically)")
@@ -181,18 +181,14 @@ def main(argv=None):
 
     import statistics
 
+    import compare_torch
     import engine_roofline
     import harness
-    import numba
     import numpy as np
-    from threadpoolctl import threadpool_limits
     from train_step import training_step
 
-    import tqref.kernels  # noqa: F401  (first: sets tqref's OMP_WAIT_POLICY before Numba's pool starts)
-
-    numba.set_num_threads(args.threads)
     before = harness.machine_state()
-    with threadpool_limits(args.threads):
+    with compare_torch.set_threads(args.threads, {"tqref"}):
         peaks = {"gemm_peak": engine_roofline.gemm_peak(15), "bandwidth": {}}
         run = training_step(args.model, args.batch_size)
         model = run.model
@@ -224,7 +220,7 @@ def main(argv=None):
             fwd, bwd = min(times[(name, "forward")]), min(times[(name, "backward")])
             products = sum(counts["products"].values())
             direct = sum(counts["direct_macs"].values())
-            rows.append({"layer": name, "kind": "conv", **{k: v for k, v in counts.items()},
+            rows.append({"layer": name, "kind": "conv", **counts,
                          "forward_s": fwd, "backward_s": bwd, **medians(name),
                          "direct_floor_s": direct / gemm, "products_floor_s": products / gemm,
                          "achieved_products_per_s": products / (fwd + bwd)})

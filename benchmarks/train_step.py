@@ -30,13 +30,9 @@ def main():
                              "(numbers or 'none'), interleaved step by step")
     args = parser.parse_args()
 
-    import numba
-    from threadpoolctl import threadpool_limits
+    import compare_torch
 
-    import tqref.kernels  # noqa: F401  (first: sets tqref's OMP_WAIT_POLICY before Numba's pool starts)
-
-    numba.set_num_threads(args.threads)
-    with threadpool_limits(limits=args.threads):
+    with compare_torch.set_threads(args.threads, {"tqref"}):
         run = training_step(args.model, args.batch_size)
         step = run.step
         if args.winograd:

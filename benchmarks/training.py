@@ -80,8 +80,7 @@ def main(argv=None):
     if "tqref-baseline" in names and not (args.baseline and (Path(args.baseline) / "tqref").is_dir()):
         parser.error(f"--baseline: expected a folder holding a tqref/ package for tqref-baseline, "
                      f"got {args.baseline!r}")
-    env = {k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                            "NUMBA_NUM_THREADS")}
+    env = harness.thread_env(args.threads)
     # each contender's process: its own backend, or the baseline checkout first on the path
     extra_env = {"tqref": {"TQREF_BACKEND": "fast"}, "tqref-reference": {"TQREF_BACKEND": "reference"},
                  "tqref-baseline": {"TQREF_BACKEND": "fast",
