@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tqref.data import load_cifar10, write_synthetic_cifar10
-from tqref.sweep import SpecError, expand_spec, load_spec, run_state, run_sweep
+from tqref.sweep import SpecError, expand_spec, load_spec, queue_order, run_state, run_sweep
 from tqref.train import TrainConfig, Trainer
 
 TINY = {"model": "small", "batch_size": 64, "lr": 0.05, "train_subset": 256, "test_subset": 64}
@@ -101,6 +101,16 @@ def test_states_new_started_finished_conflict(tmp_path, cifar):
     assert "lr: folder 0.5, spec 0.1" in states[2]["detail"]
     with pytest.raises(SpecError, match="holds another run"):
         run_sweep(spec, dry_run=True, log=lambda *_: None)
+
+
+def test_queue_order_puts_started_runs_first_fewest_epochs_left_first():
+    runs = list("abcdef")
+    states = [{"state": state, "epoch": epoch, "epochs": 30} for state, epoch in
+              [("new", 0), ("started", 21), ("finished", 30), ("started", 27), ("new", 0), ("started", 21)]]
+    assert queue_order(runs, states) == ["d", "b", "f", "a", "e"]   # 3 left, 9, 9 (spec order), then new
+    states[3]["epochs"] = 40                                          # d: 13 epochs left now
+    assert queue_order(runs, states) == ["b", "f", "d", "a", "e"]
+    assert queue_order(runs, [{"state": "finished", "epoch": 30, "epochs": 30}] * 6) == []
 
 
 # ---------------------------------------------------------------- real sweeps on Dask

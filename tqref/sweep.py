@@ -394,6 +394,17 @@ def _final(folder):
 
 
 # ---------------------------------------------------------------- the sweep
+def queue_order(runs, states):
+    """The unfinished runs (``runs`` with their ``run_state`` dicts), in the order a
+    sweep hands them to its workers: started runs first, fewest epochs left first
+    (a run near its end gives a finished result soonest, and a restarted sweep
+    does not leave half-done runs waiting behind new ones), then new runs in the
+    spec's order.  Runs in conflict are left out (``run_sweep`` refuses them)."""
+    started = [(s["epochs"] - s["epoch"], i) for i, s in enumerate(states) if s["state"] == "started"]
+    new = [i for i, s in enumerate(states) if s["state"] == "new"]
+    return [runs[i] for _, i in sorted(started)] + [runs[i] for i in new]
+
+
 def run_sweep(spec, *, scheduler=None, workers=None, threads=1, data_dir=None, dry_run=False, log=print):
     """Run every unfinished run of ``spec`` (a Spec or a path) on Dask.
 
@@ -413,7 +424,7 @@ def run_sweep(spec, *, scheduler=None, workers=None, threads=1, data_dir=None, d
         raise SpecError("sweep: " + "; ".join(f"{r.folder} holds another run ({s['detail']})"
                                               for r, s in conflicts)
                         + ". Move those folders or change the spec's 'out' or 'name'")
-    todo = [r for r, s in zip(spec.runs, states) if s["state"] != "finished"]
+    todo = queue_order(spec.runs, states)
     if dry_run:
         for run, s in zip(spec.runs, states):
             if s["state"] != "finished":
@@ -452,8 +463,9 @@ def run_sweep(spec, *, scheduler=None, workers=None, threads=1, data_dir=None, d
         log(f"sweep: {len(todo)} run(s) on the cluster at {scheduler}")
     results = []
     try:
+        # Dask runs higher priorities first: the runs in queue_order's order
         futures = {client.submit(train_run, str(r.folder), r.settings, data_dir, threads, key=f"train-{r.name}",
-                                 pure=False): r for r in todo}
+                                 pure=False, priority=len(todo) - i): r for i, r in enumerate(todo)}
         for future in as_completed(futures):
             run = futures[future]
             try:
