@@ -68,7 +68,8 @@ MAY_CHANGE_ON_RESUME = ("epochs", "data_dir")
 NOT_SETTINGS = TrainConfig.RECORDED_BESIDE
 
 
-# what the export to PyTorch depends on: the architecture and the quantizer
+# what the export to PyTorch depends on: the settings tqref.io.model_from_config
+# builds a run's model from (the architecture and the quantizer), all but the seed
 EXPORT_SETTINGS = ("model", "ternary", "t_ex", "keep_first", "keep_last", "variant",
                    "threshold_rule", "delta_factors")
 
