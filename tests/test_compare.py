@@ -463,6 +463,23 @@ def test_a_gap_counts_only_seeds_both_have_finished(runs, tmp_path):
     assert gap["seeds"] == [0] and gap["standard_error"] is None and gap["p_value"] is None
 
 
+def test_a_seed_groups_sparsity_is_over_the_runs_its_accuracy_is(runs, tmp_path):
+    from tqref.compare import seed_groups
+    tern = [_seed_run(runs, tmp_path, f"t{s}", "b", s, [0.5, 0.7]) for s in (0, 1)]
+    (tern[0] / "result.json").write_text("{}")                      # t1 still training
+    record = _log(tern[1])[-1]
+    (tern[1] / "log.jsonl").write_text(json.dumps({**record, "epoch": 1, "sparsity": 0.1}) + "\n")
+    read = [read_run(f) for f in tern]
+    assert read[0]["sparsity"] != 0.1 and read[1]["sparsity"] == 0.1
+    (group,) = seed_groups(read)
+    assert group["n_averaged"] == 1 and group["sparsity"] == read[0]["sparsity"]   # not the mean with 0.1
+    (tern[1] / "log.jsonl").write_text("".join(json.dumps({**record, "epoch": k, "sparsity": 0.1}) + "\n"
+                                               for k in (1, 2)))
+    (tern[1] / "result.json").write_text("{}")                      # both finished: the mean of both
+    (group,) = seed_groups([read_run(f) for f in tern])
+    assert group["sparsity"] == pytest.approx((read[0]["sparsity"] + 0.1) / 2)
+
+
 def test_rows_split_by_schedule(runs, tmp_path, capsys):
     other = _seed_run(runs, tmp_path, "other", "a", 0, [0.5, 0.6, 0.7])   # 3 epochs: another schedule
     config = json.loads((other / "config.json").read_text())

@@ -276,7 +276,8 @@ def seed_groups(runs):
                         accuracy in the middle of a schedule is not a final one), else over
                         the runs with a logged epoch;  n_averaged: how many
         final_top1_std, best_top1_std   sample standard deviation (ddof 1; None for one run)
-        sparsity, compression      mean over the runs (ternary), else None
+        sparsity, compression      mean over the same runs as final_top1 (ternary), else None
+                        (a run early in its schedule is far less sparse than a finished one)
         best_epoch      None (each seed has its own)
     Raises ValueError when two runs of one configuration have the same seed."""
     groups = {}
@@ -309,7 +310,7 @@ def seed_groups(runs):
             group[key] = float(np.mean(values)) if values else None
             group[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         for key in ("sparsity", "compression"):
-            values = [r[key] for r in members if r[key] is not None]
+            values = [r[key] for r in (averaged or members) if r[key] is not None]
             group[key] = float(np.mean(values)) if values else None
         out.append(group)
     return out
