@@ -453,6 +453,36 @@ def test_nb08_ex3_disagreements_needed_for_a_significant_gap():
     assert np.isclose(p_value(smallest)[1], 0.0054)    # a gap of 0.54 points, far above 0.2
 
 
+def _short30_ternary_gaps():
+    """The per-seed ternary − full precision gaps (fractions) of the finished seed sweep
+    results/resnet20-short30.toml (skips until all of its runs have finished)."""
+    from tqref.compare import read_run, seed_gaps, seed_groups
+    from tqref.sweep import load_spec
+    names = [run.name for run in load_spec(RESULTS / "resnet20-short30.toml", out=RESULTS).runs]
+    if not all((RESULTS / name / "result.json").is_file() for name in names):
+        pytest.skip("the seed sweep results/resnet20-short30.toml has not finished")
+    gaps = seed_gaps(seed_groups([read_run(RESULTS / name) for name in names]))
+    return next(g for g in gaps if (g["a"], g["b"]) == ("full precision", "ternary t_ex=1"))
+
+
+def test_nb08_ex4_seeds_needed_for_a_narrow_interval():
+    from tqref.compare import student_t_quantile
+    gap = _short30_ternary_gaps()
+    s_d = 100 * np.std(gap["differences"], ddof=1)          # points
+    assert gap["n"] == 4
+
+    def half_width(n):                                       # of the 95 % interval of the mean gap
+        return student_t_quantile(0.95, n - 1) * s_d / np.sqrt(n)
+
+    assert np.isclose(half_width(4), 100 * 3.182 * gap["standard_error"], rtol=1e-3)  # the notebook's interval
+    needed = {target: next(n for n in range(2, 100_000) if half_width(n) < target) for target in (0.25, 0.1)}
+    assert f"{s_d:.2f}" == "0.40" and needed == {0.25: 13, 0.1: 65}
+    # the rule of thumb takes t = 1.96, the large-n limit; t_{n-1} is larger for
+    # few seeds, so the exact count is a few seeds more (9.9 → 13, 61.9 → 65)
+    for target, n in needed.items():
+        assert abs(n - (1.96 * s_d / target) ** 2) < 0.1 * n + 3
+
+
 # ------------------------------------------------ 09 results appendix (uses _ternary_run above)
 def test_nb09_ex1_compression_by_hand():
     from tqref.compare import read_run

@@ -58,10 +58,9 @@ for folder in sorted(d for d in RESULTS.iterdir() if (d / "config.json").is_file
     run.update(folder=folder, config=TrainConfig.from_dict(json.loads((folder / "config.json").read_text())),
                log=read_log(folder))
     runs.append(run)
-# as in 08: finished runs, and the seed sweep only once all of it has finished
+# as in 08: the table holds the finished seed-0 runs outside the seed sweep
 seed_sweep = {run.name for run in load_spec(RESULTS / "resnet20-short30.toml", out=RESULTS).runs}
-sweep_done = seed_sweep <= {run["folder"].name for run in runs if run["finished"]}
-story = [run for run in runs if run["finished"] and (sweep_done or run["folder"].name not in seed_sweep)]
+story = [run for run in runs if run["finished"] and run["seed"] == 0 and run["folder"].name not in seed_sweep]
 rows, left_out = paper_table(story)
 table = [row for row in rows if row["fp"] and row["ternary"]]  # the depths with both runs
 # one finished run per cell, as notebook 08 checks (a cell with several seeds is a seed group with "runs")
