@@ -276,9 +276,9 @@ def test_torch_export_gives_the_same_top1(export_run, cifar10_test, tmp_path):
 
 
 # ---------------------------------------------------------------- (d) the packed file
-def _packed_epoch(run_dir, path, model):
+def _packed_epoch(run_dir, path, metadata):
     """The logged epoch a packed file's metadata names, checked against the log."""
-    epoch = model.metadata.get("epoch")
+    epoch = metadata.get("epoch")
     assert epoch in {r["epoch"] for r in read_log(run_dir)}, (
         f"{path.name}: its metadata names epoch {epoch!r}, not a logged epoch "
         f"(export it with 'python -m tqref export CKPT OUT --format packed')")
@@ -292,13 +292,13 @@ def test_packed_export_is_the_export_of_its_checkpoint(run_dir, tmp_path):
     (the checkpoint gives its logged top-1) and the engine's top-1 below (once
     per architecture), this vouches for every packed file without running the
     slow engine on each."""
-    from tqref.deploy import export_packed, load_packed, read_packed
+    from tqref.deploy import export_packed, read_packed
     packed_files = sorted(run_dir.glob("*.packed.npz"))
     if not packed_files:
         pytest.skip(f"no packed export (*.packed.npz) in {run_dir.name}")
     for path in packed_files:
-        epoch = _packed_epoch(run_dir, path, load_packed(path))
         _, metadata, layers = read_packed(path)
+        epoch = _packed_epoch(run_dir, path, metadata)
         source = _snapshot(run_dir, metadata["checkpoint"], tmp_path)
         assert source.ckpt.epoch == epoch, \
             f"{path.name}: made from {metadata['checkpoint']} at epoch {epoch}, which now holds epoch {source.ckpt.epoch}"
@@ -319,7 +319,7 @@ def test_packed_export_gives_the_same_top1(packed_run, cifar10_test):
     from tqref.deploy import load_packed
     for path in sorted(packed_run.glob("*.packed.npz")):
         model = load_packed(path)
-        epoch = _packed_epoch(packed_run, path, model)
+        epoch = _packed_epoch(packed_run, path, model.metadata)
         logged = {r["epoch"]: r for r in read_log(packed_run)}[epoch]["test_top1"]
         images, labels = _test_images(cifar10_test, model.metadata.get("config") or {})
         got = evaluate(model, images, labels, 256)

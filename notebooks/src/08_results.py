@@ -93,8 +93,8 @@ sweep = [run for run in every_run if run["folder"].name in seed_sweep]
 assert {run["folder"].name for run in sweep} == seed_sweep and all(run["finished"] for run in sweep)
 # the table: the finished seed-0 runs outside the sweep
 runs = [run for run in every_run if run["finished"] and run["seed"] == 0 and run["folder"].name not in seed_sweep]
-not_in_table = [run["run"] for run in every_run
-                if run["folder"].name not in seed_sweep and not any(run is r for r in runs)]
+in_table = {run["run"] for run in runs}
+not_in_table = [run["run"] for run in every_run if run["folder"].name not in seed_sweep and run["run"] not in in_table]
 if not_in_table:
     print(f"left out of the table: {', '.join(not_in_table)} (still training, or another seed)")
 groups = seed_groups(runs)  # runs that differ only in their seed
